@@ -1,0 +1,76 @@
+//! Configuration, with const builders.
+
+/// How the allocator behaves; build it with the const methods:
+///
+/// ```
+/// use nolibc_alloc::{Config, NolibcAlloc};
+/// static ALLOC: NolibcAlloc = NolibcAlloc::with_config(
+///     Config::new().mmap_threshold(256 << 10).trim_threshold(1 << 20).use_brk(false),
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Blocks of at least this many bytes get a mapping of their own.
+    pub mmap_threshold: usize,
+    /// Whether the threshold rises (up to [`crate::MAX_MMAP_THRESHOLD_BYTES`])
+    /// when a large block is freed, as glibc's does. Off once the threshold
+    /// is set explicitly.
+    pub adaptive_threshold: bool,
+    /// Bytes of empty runs an arena keeps before giving runs back, and the
+    /// size up to which a last, empty region is kept.
+    pub trim_threshold: usize,
+    /// Whether to take memory from the program break: `None` decides by
+    /// target (on where `target_env` is empty, i.e. no libc shares the break).
+    pub use_brk: Option<bool>,
+}
+
+/// Default mmap threshold: 128 KiB, as glibc's.
+pub const DEFAULT_MMAP_THRESHOLD_BYTES: usize = 128 << 10;
+/// Default trim threshold: 128 KiB, as glibc's.
+pub const DEFAULT_TRIM_THRESHOLD_BYTES: usize = 128 << 10;
+
+impl Config {
+    /// The defaults: 128 KiB mmap threshold (adaptive), 128 KiB trim
+    /// threshold, brk by target.
+    pub const fn new() -> Self {
+        Config {
+            mmap_threshold: DEFAULT_MMAP_THRESHOLD_BYTES,
+            adaptive_threshold: true,
+            trim_threshold: DEFAULT_TRIM_THRESHOLD_BYTES,
+            use_brk: None,
+        }
+    }
+
+    /// Sets a fixed mmap threshold (at least 4 KiB; smaller values are raised).
+    pub const fn mmap_threshold(mut self, bytes: usize) -> Self {
+        self.mmap_threshold = if bytes < 4096 { 4096 } else { bytes };
+        self.adaptive_threshold = false;
+        self
+    }
+
+    /// Sets the trim threshold.
+    pub const fn trim_threshold(mut self, bytes: usize) -> Self {
+        self.trim_threshold = bytes;
+        self
+    }
+
+    /// Forces the use of the program break on or off.
+    pub const fn use_brk(mut self, on: bool) -> Self {
+        self.use_brk = Some(on);
+        self
+    }
+
+    /// Whether brk is used, after the target default is applied.
+    pub const fn brk_enabled(&self) -> bool {
+        match self.use_brk {
+            Some(on) => on,
+            None => cfg!(all(target_os = "linux", target_env = "")),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,65 @@
+//! Misuse that can be detected stops the process with a one-line message.
+//!
+//! The checks are O(1) and always on. The message goes to stderr with
+//! write(2) (no allocation, no formatting machinery), then the process
+//! aborts: SIGABRT, or exit status 134 if SIGABRT is blocked or ignored.
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// A block was freed twice.
+    DoubleFree,
+    /// A pointer the allocator never returned was freed or reallocated.
+    InvalidPointer,
+    /// A block was freed (or reallocated) with a layout of another size class or tier.
+    WrongLayout,
+    /// An internal invariant does not hold (heap metadata overwritten).
+    Corrupt(&'static str),
+}
+
+/// Writes `nolibc-alloc: <fault> 0x<addr>` to stderr and aborts.
+#[cold]
+#[inline(never)]
+pub fn fault(kind: Fault, addr: usize) -> ! {
+    let mut buf = [0u8; 160];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        let n = bytes.len().min(buf.len() - len);
+        buf[len..len + n].copy_from_slice(&bytes[..n]);
+        len += n;
+    };
+    put(b"nolibc-alloc: ");
+    match kind {
+        Fault::DoubleFree => put(b"double free of "),
+        Fault::InvalidPointer => put(b"invalid pointer "),
+        Fault::WrongLayout => put(b"wrong layout for "),
+        Fault::Corrupt(what) => {
+            put(b"heap corrupted: ");
+            put(what.as_bytes());
+            put(b" ");
+        }
+    }
+    let mut hex = [0u8; 18];
+    hex[0] = b'0';
+    hex[1] = b'x';
+    for (i, h) in hex[2..].iter_mut().enumerate() {
+        let nibble = (addr >> (60 - 4 * i)) & 0xf;
+        *h = b"0123456789abcdef"[nibble];
+    }
+    put(&hex);
+    put(b"\n");
+    abort_with(&buf[..len])
+}
+
+#[cfg(not(test))]
+fn abort_with(msg: &[u8]) -> ! {
+    let _ = crate::sys::write(2, msg);
+    crate::sys::abort()
+}
+
+// Unit tests run the core directly (not as the global allocator): a fault
+// panics there so that `#[should_panic]` can check it, also under Miri.
+#[cfg(test)]
+fn abort_with(msg: &[u8]) -> ! {
+    panic!("{}", core::str::from_utf8(msg).unwrap_or("nolibc-alloc: fault"))
+}

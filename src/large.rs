@@ -1,0 +1,107 @@
+//! Large tier: one mapping per block, and the header shared with medium blocks.
+//!
+//! Blocks that are not slots (medium blocks from a region's heap, large
+//! blocks with a mapping of their own) carry a [`BlockHeader`] in the 32
+//! bytes before the pointer handed out. It says which tier owns the block,
+//! where the owner's memory starts and how long it is, and holds a check
+//! word that tells a live block from a freed one or from random memory.
+
+use core::ptr::NonNull;
+
+use crate::fault::{fault, Fault};
+
+/// Bytes reserved in front of every medium or large block.
+pub const HEADER_BYTES: usize = 32;
+
+const LIVE_MAGIC: usize = 0x4c49_5645_6e6f_6c63u64 as usize; // "LIVEnolc"
+const FREED_MAGIC: usize = 0x4652_4545_6e6f_6c63u64 as usize; // "FREEnolc"
+
+/// Which tier owns a block with a header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Owner {
+    /// From the heap of the region at this address.
+    Medium,
+    /// A mapping of its own.
+    Large,
+}
+
+/// The header in front of medium and large blocks. The check word comes
+/// last: a freed medium block's first 16 bytes become a heap hole header,
+/// which leaves it intact so that a double free is still recognised.
+#[repr(C)]
+pub(crate) struct BlockHeader {
+    /// Medium: the region's address; large: the mapping's address.
+    pub owner: usize,
+    /// Medium: bytes taken from the heap; large: bytes mapped.
+    pub len: usize,
+    /// Bytes from the start of the owner's block (heap block or mapping) to
+    /// the pointer handed out; the tag in bit 0 (1 = large).
+    pub pad_tag: usize,
+    /// `ptr ^ LIVE_MAGIC` while live, `ptr ^ FREED_MAGIC` once freed.
+    pub check: usize,
+}
+
+const _: () = assert!(core::mem::size_of::<BlockHeader>() == HEADER_BYTES);
+
+/// Bytes between a block's start and the pointer handed out for `align`.
+#[inline]
+pub(crate) const fn pad_for(align: usize) -> usize {
+    if align > HEADER_BYTES {
+        align
+    } else {
+        HEADER_BYTES
+    }
+}
+
+/// Writes the header of a block handed out at `user`.
+///
+/// # Safety
+/// The 32 bytes before `user` belong to the block.
+#[inline]
+pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, pad: usize, kind: Owner) {
+    let tag = (kind == Owner::Large) as usize;
+    // SAFETY: the caller reserved the header bytes; `user` is 16-aligned at least.
+    unsafe {
+        user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>().write(BlockHeader {
+            owner,
+            len,
+            pad_tag: pad | tag,
+            check: user.as_ptr() as usize ^ LIVE_MAGIC,
+        });
+    }
+}
+
+/// Reads and checks the header of the block at `user`; stops the process on
+/// a double free or a pointer that was never handed out.
+///
+/// # Safety
+/// The 32 bytes before `user` are readable.
+#[inline]
+pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usize) {
+    let addr = user.as_ptr() as usize;
+    if addr % 16 != 0 {
+        fault(Fault::InvalidPointer, addr);
+    }
+    // SAFETY: the caller vouches the bytes are readable.
+    let h = unsafe { &*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>() };
+    if h.check != addr ^ LIVE_MAGIC {
+        if h.check == addr ^ FREED_MAGIC {
+            fault(Fault::DoubleFree, addr);
+        }
+        fault(Fault::InvalidPointer, addr);
+    }
+    let kind = if h.pad_tag & 1 == 1 { Owner::Large } else { Owner::Medium };
+    (kind, h.owner, h.len, h.pad_tag & !1)
+}
+
+/// Marks the block at `user` freed (before it goes back to its owner).
+///
+/// # Safety
+/// The block is live and has a header.
+#[inline]
+pub(crate) unsafe fn mark_freed(user: NonNull<u8>) {
+    // SAFETY: the caller vouches for the header.
+    unsafe {
+        (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).check = user.as_ptr() as usize ^ FREED_MAGIC;
+    }
+}

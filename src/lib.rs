@@ -1,0 +1,522 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![warn(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod class;
+mod config;
+pub mod fault;
+mod large;
+mod lock;
+mod medium;
+pub mod os;
+mod small;
+mod stats;
+pub mod sys;
+
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+#[cfg(feature = "rt")]
+pub mod rt;
+#[cfg(test)]
+mod tests;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+pub use config::Config;
+pub use os::{Linux, Source};
+pub use stats::{Stats, SyscallCounts};
+
+use class::{class_for, CLASSES};
+use fault::{fault, Fault};
+use large::{Owner, HEADER_BYTES};
+use lock::{Guard, Mutex};
+use medium::{Core, Region, Release};
+use small::{Arena, Freed};
+
+/// Number of arenas of the small tier (each with its own lock).
+pub const ARENA_COUNT: usize = 4;
+
+/// The largest the adaptive mmap threshold grows (glibc's 64-bit cap).
+pub const MAX_MMAP_THRESHOLD_BYTES: usize = 32 << 20;
+
+/// The allocator. See the crate documentation.
+pub struct NolibcAlloc<S: Source = Linux> {
+    os: os::Os<S>,
+    core: Mutex<Core>,
+    arenas: [Mutex<Arena>; ARENA_COUNT],
+    config: Config,
+    /// Current mmap threshold: at least `config.mmap_threshold`, raised when
+    /// large blocks are freed (unless the threshold was set explicitly).
+    threshold: AtomicUsize,
+}
+
+impl NolibcAlloc<Linux> {
+    /// The allocator with the default [`Config`], over the Linux kernel.
+    pub const fn new() -> Self {
+        Self::with_config(Config::new())
+    }
+
+    /// The allocator with `config`, over the Linux kernel.
+    pub const fn with_config(config: Config) -> Self {
+        Self::with_source(Linux, config)
+    }
+}
+
+impl Default for NolibcAlloc<Linux> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What kind of block a pointer is, as found by [`NolibcAlloc::locate`].
+enum Block {
+    Small(usize),
+    Medium { region: NonNull<Region>, len: usize, pad: usize },
+    Large { map: NonNull<u8>, len: usize, pad: usize },
+}
+
+impl<S: Source> NolibcAlloc<S> {
+    /// The allocator over any [`Source`] (a fake one in tests).
+    pub const fn with_source(source: S, config: Config) -> Self {
+        const A: Mutex<Arena> = Mutex::new(Arena::new());
+        NolibcAlloc {
+            os: os::Os::new(source),
+            core: Mutex::new(Core::new(config.brk_enabled())),
+            arenas: [A; ARENA_COUNT],
+            threshold: AtomicUsize::new(config.mmap_threshold),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// The source of memory.
+    pub fn source(&self) -> &S {
+        &self.os.source
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let (mut in_use, mut peak) = (0, 0);
+        for arena in &self.arenas {
+            let a = arena.lock();
+            in_use += a.in_use_bytes;
+            peak += a.peak_in_use_bytes;
+        }
+        self.os.counters.snapshot(in_use, peak)
+    }
+
+    /// The current mmap threshold in bytes.
+    pub fn mmap_threshold(&self) -> usize {
+        self.threshold.load(Relaxed)
+    }
+
+    /// Gives every empty run and every empty region back to the kernel;
+    /// returns the bytes released.
+    pub fn trim(&self) -> usize {
+        let mut released = 0;
+        for arena in &self.arenas {
+            let mut runs = [(NonNull::<u8>::dangling(), 0usize, 0usize); 16];
+            loop {
+                let mut n = 0;
+                arena.lock().drain_empty(|mem, bytes, region| {
+                    if n < runs.len() {
+                        runs[n] = (mem, bytes, region);
+                        n += 1;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                for &(mem, bytes, region) in &runs[..n] {
+                    released += bytes;
+                    // SAFETY: the run was unlinked from its arena and is ours alone.
+                    unsafe { self.release_run(mem, bytes, region, 0) };
+                }
+                if n < runs.len() {
+                    break;
+                }
+            }
+        }
+        released
+    }
+
+    /// Checks every invariant of every tier (arenas, runs, regions); stops
+    /// the process on a violation. Returns the bytes in use in the small tier.
+    /// Slow: for tests and fuzzing.
+    pub fn validate(&self) -> usize {
+        let mut small = 0;
+        for arena in &self.arenas {
+            small += arena.lock().validate();
+        }
+        self.core.lock().validate();
+        small
+    }
+
+    /// Number of regions the core holds (for tests).
+    pub fn region_count(&self) -> usize {
+        self.core.lock().region_count()
+    }
+
+    /// Locks an arena: the one the caller's stack address suggests, or the
+    /// first free one after it.
+    #[inline]
+    fn lock_arena(&self) -> (usize, Guard<'_, Arena>) {
+        let marker = 0u8;
+        let sp = ptr::addr_of!(marker) as usize;
+        let hint = ((sp >> 20).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2)) % ARENA_COUNT;
+        for i in 0..ARENA_COUNT {
+            let index = (hint + i) % ARENA_COUNT;
+            if let Some(guard) = self.arenas[index].try_lock() {
+                return (index, guard);
+            }
+        }
+        (hint, self.arenas[hint].lock())
+    }
+
+    #[inline]
+    fn alloc_small(&self, class: usize) -> *mut u8 {
+        let (index, mut arena) = self.lock_arena();
+        if let Some(p) = arena.alloc(class) {
+            return p.as_ptr();
+        }
+        let bytes = CLASSES[class].run_bytes as usize;
+        let got = self.core.lock().alloc(&self.os, bytes, bytes);
+        match got {
+            // SAFETY: the core handed us `bytes` aligned to `bytes`.
+            Some((mem, region)) => unsafe {
+                arena.alloc_from_new_run(class, mem, index, region.as_ptr() as usize).as_ptr()
+            },
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// # Safety
+    /// `ptr` is a live slot of `class` (checked in part).
+    #[inline]
+    unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
+        // SAFETY: the caller vouches for the slot; `run_of` checks it.
+        let run = unsafe { small::run_of(ptr, class) };
+        // SAFETY: `run` was checked.
+        let index = unsafe { small::arena_of(run) };
+        if index >= ARENA_COUNT {
+            fault(Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
+        }
+        // SAFETY: the run belongs to that arena.
+        let freed = unsafe { self.arenas[index].lock().free(run, ptr, self.config.trim_threshold) };
+        if let Freed::ReleaseRun(mem, bytes, region) = freed {
+            // SAFETY: the run was unlinked and is ours alone.
+            unsafe { self.release_run(mem, bytes, region, self.config.trim_threshold) };
+        }
+    }
+
+    /// Gives an empty run back to the core, its pages back to the kernel first.
+    ///
+    /// # Safety
+    /// The run is unlinked from its arena and nothing uses it.
+    unsafe fn release_run(&self, mem: NonNull<u8>, bytes: usize, region: usize, trim_threshold: usize) {
+        let page = self.os.page();
+        if bytes > page {
+            // Keep the first page: the heap writes its hole header there.
+            // SAFETY: the run is ours and its contents are dead.
+            unsafe { self.os.discard(NonNull::new_unchecked(mem.as_ptr().add(page)), bytes - page) };
+        }
+        let Some(region) = NonNull::new(region as *mut Region) else {
+            fault(Fault::Corrupt("run region"), mem.as_ptr() as usize);
+        };
+        // SAFETY: the run was allocated from this region with this layout.
+        let release = unsafe { self.core.lock().dealloc(&self.os, mem, bytes, bytes, region, trim_threshold) };
+        self.finish(release);
+    }
+
+    fn finish(&self, release: Release) {
+        if let Release::Unmap(base, len) = release {
+            // SAFETY: the core unlinked the region; nobody can reach it.
+            unsafe { self.os.unmap(base, len) };
+        }
+    }
+
+    /// Allocation that is not a slot: medium or large.
+    #[cold]
+    fn alloc_block(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
+        if size >= self.threshold.load(Relaxed) || align > self.os.page() {
+            return self.alloc_large(size, align);
+        }
+        let pad = large::pad_for(align);
+        let Some(len) = size.checked_add(pad) else { return ptr::null_mut() };
+        let got = self.core.lock().alloc(&self.os, len, align.max(16));
+        let Some((block, region)) = got else { return ptr::null_mut() };
+        // SAFETY: `pad` bytes at the block start hold the header.
+        unsafe {
+            let user = NonNull::new_unchecked(block.as_ptr().add(pad));
+            large::write_header(user, region.as_ptr() as usize, len, pad, Owner::Medium);
+            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
+            if zero {
+                ptr::write_bytes(user.as_ptr(), 0, size);
+            }
+            user.as_ptr()
+        }
+    }
+
+    fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
+        let page = self.os.page();
+        let pad = large::pad_for(align.min(page));
+        let Some(need) = size.checked_add(pad) else { return ptr::null_mut() };
+        if align <= page {
+            let Some(len) = round_up(need, page) else { return ptr::null_mut() };
+            let Some(map) = self.os.map(len) else { return ptr::null_mut() };
+            // SAFETY: a fresh mapping of `len >= pad + size` bytes; fresh pages
+            // are zero, so `alloc_zeroed` needs no clearing.
+            unsafe {
+                let user = NonNull::new_unchecked(map.as_ptr().add(pad));
+                large::write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
+                stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
+                return user.as_ptr();
+            }
+        }
+        // Over-map by the alignment, then trim both ends.
+        let Some(total) = need.checked_add(align).and_then(|n| round_up(n, page)) else { return ptr::null_mut() };
+        let Some(map) = self.os.map(total) else { return ptr::null_mut() };
+        let base = map.as_ptr() as usize;
+        let user_addr = (base + HEADER_BYTES + align - 1) & !(align - 1);
+        let head = (user_addr - HEADER_BYTES - base) & !(page - 1);
+        let end = (user_addr + size + page - 1) & !(page - 1);
+        // SAFETY: all pointers below stay inside the fresh mapping.
+        unsafe {
+            if head > 0 {
+                self.os.unmap(map, head);
+            }
+            if base + total > end {
+                self.os.unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
+            }
+            let start = map.as_ptr().add(head);
+            let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
+            let len = end - (base + head);
+            large::write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
+            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
+            user.as_ptr()
+        }
+    }
+
+    /// The size class serving `size` and `align`, if the small tier does.
+    #[inline]
+    fn small_class(&self, size: usize, align: usize) -> Option<usize> {
+        if size < self.config.mmap_threshold {
+            class_for(size, align)
+        } else {
+            None
+        }
+    }
+
+    /// Finds the tier of a live block.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this allocator for `layout` and is live (checked in part).
+    #[inline]
+    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout) -> Block {
+        if let Some(class) = self.small_class(layout.size(), layout.align()) {
+            return Block::Small(class);
+        }
+        // SAFETY: non-slot blocks have a header.
+        let (kind, owner, len, pad) = unsafe { large::read_header(ptr) };
+        let Some(owner) = NonNull::new(owner as *mut u8) else {
+            fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+        };
+        if len < pad + layout.size() {
+            fault(Fault::WrongLayout, ptr.as_ptr() as usize);
+        }
+        match kind {
+            Owner::Medium => Block::Medium { region: owner.cast(), len, pad },
+            Owner::Large => Block::Large { map: owner, len, pad },
+        }
+    }
+
+    /// # Safety
+    /// `ptr` is a live non-slot block (checked in part).
+    unsafe fn free_block(&self, ptr: NonNull<u8>, block: Block) {
+        // SAFETY: the caller vouches for the block; its header was checked.
+        unsafe { large::mark_freed(ptr) };
+        match block {
+            Block::Medium { region, len, pad } => {
+                stats::Counters::sub(&self.os.counters.block_bytes, len);
+                // SAFETY: the block came from this region's heap with this length.
+                let release = unsafe {
+                    let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
+                    self.core.lock().dealloc(&self.os, base, len, 16, region, self.config.trim_threshold)
+                };
+                self.finish(release);
+            }
+            Block::Large { map, len, .. } => {
+                stats::Counters::sub(&self.os.counters.block_bytes, len);
+                if self.config.adaptive_threshold {
+                    let t = self.threshold.load(Relaxed);
+                    if len > t && len <= MAX_MMAP_THRESHOLD_BYTES {
+                        self.threshold.store(len, Relaxed);
+                    }
+                }
+                // SAFETY: the mapping is the block's alone.
+                unsafe { self.os.unmap(map, len) };
+            }
+            Block::Small(_) => {}
+        }
+    }
+
+    /// Usable bytes of the block at `ptr` allocated for `layout`.
+    ///
+    /// # Safety
+    /// `ptr` is live and was allocated for `layout`.
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>, layout: Layout) -> usize {
+        // SAFETY: forwarded.
+        match unsafe { self.locate(ptr, layout) } {
+            Block::Small(class) => CLASSES[class].size as usize,
+            Block::Medium { len, pad, .. } | Block::Large { len, pad, .. } => len - pad,
+        }
+    }
+
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
+    unsafe fn realloc_inner(&self, ptr: NonNull<u8>, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        // SAFETY: the caller vouches for ptr and layout.
+        let block = unsafe { self.locate(ptr, layout) };
+        match block {
+            Block::Small(class) => {
+                if self.small_class(new_size, align) == Some(class) {
+                    return ptr.as_ptr();
+                }
+            }
+            // A block stays where it is only if its new layout still routes
+            // away from the small tier.
+            Block::Medium { len, pad, .. } => {
+                let usable = len - pad;
+                if new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none() {
+                    return ptr.as_ptr();
+                }
+            }
+            Block::Large { map, len, pad } => {
+                let usable = len - pad;
+                if new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none() {
+                    return ptr.as_ptr();
+                }
+                if new_size >= self.config.mmap_threshold && align <= self.os.page() {
+                    // SAFETY: the block is ours; remap keeps its contents.
+                    if let Some(p) = unsafe { self.remap_large(ptr, map, len, pad, new_size) } {
+                        return p;
+                    }
+                }
+            }
+        }
+        // SAFETY: a layout of the same alignment; new_size was checked by the caller.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: as GlobalAlloc::alloc.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct; copy what both hold.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr.as_ptr(), new, layout.size().min(new_size));
+                self.dealloc_located(ptr, block);
+            }
+        }
+        new
+    }
+
+    /// Grows or shrinks a large block with mremap; on growth the mapping is
+    /// made half again as large as asked, so steady growth needs few calls.
+    ///
+    /// # Safety
+    /// `user` is a live large block with this mapping.
+    unsafe fn remap_large(&self, user: NonNull<u8>, map: NonNull<u8>, len: usize, pad: usize, new_size: usize) -> Option<*mut u8> {
+        let page = self.os.page();
+        let need = round_up(new_size.checked_add(pad)?, page)?;
+        let new_len = if need > len { round_up(need.max(len + len / 2), page)? } else { need };
+        // SAFETY: the mapping is the block's alone.
+        let new_map = unsafe { self.os.remap(map, len, new_len) }?;
+        // SAFETY: the block keeps its offset in the moved mapping.
+        unsafe {
+            let user = NonNull::new_unchecked(new_map.as_ptr().add(pad));
+            large::write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
+        }
+        if new_len > len {
+            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, new_len - len);
+        } else {
+            stats::Counters::sub(&self.os.counters.block_bytes, len - new_len);
+        }
+        let _ = user;
+        // SAFETY: pad < new_len.
+        Some(unsafe { new_map.as_ptr().add(pad) })
+    }
+
+    /// # Safety
+    /// `ptr` is a live block located as `block`.
+    #[inline]
+    unsafe fn dealloc_located(&self, ptr: NonNull<u8>, block: Block) {
+        match block {
+            // SAFETY: located as a slot of this class.
+            Block::Small(class) => unsafe { self.free_small(ptr, class) },
+            // SAFETY: located as a block with a header.
+            other => unsafe { self.free_block(ptr, other) },
+        }
+    }
+}
+
+fn round_up(x: usize, to: usize) -> Option<usize> {
+    Some(x.checked_add(to - 1)? & !(to - 1))
+}
+
+// SAFETY: every block handed out is at least `layout.size()` bytes, aligned to
+// `layout.align()`, and not handed out again until freed; out of memory
+// returns null; nothing panics (misuse that is detected aborts).
+unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        match self.small_class(size, align) {
+            Some(class) => self.alloc_small(class),
+            None => self.alloc_block(size, align, false),
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        let Some(class) = self.small_class(size, align) else {
+            return self.alloc_block(size, align, true);
+        };
+        let p = self.alloc_small(class);
+        if !p.is_null() {
+            // SAFETY: a fresh slot of at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(ptr) = NonNull::new(ptr) else { return };
+        // SAFETY: the caller vouches for ptr and layout.
+        unsafe {
+            let block = self.locate(ptr, layout);
+            self.dealloc_located(ptr, block)
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if Layout::from_size_align(new_size, layout.align()).is_err() {
+            return ptr::null_mut();
+        }
+        let Some(ptr) = NonNull::new(ptr) else {
+            fault(Fault::InvalidPointer, 0);
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { self.realloc_inner(ptr, layout, new_size) }
+    }
+}

@@ -1,0 +1,284 @@
+//! Medium tier, the free-list core: a `linked_list_allocator` heap per region.
+//!
+//! Regions come from the program break (one region extended in place while
+//! the break grows) or from mmap (when brk is off, fails, or would come too
+//! close to the stack), growing geometrically. Runs of the small tier and
+//! medium blocks are carved from these heaps. A region whose heap is empty is
+//! given back (munmap, or the break lowered), except a small last one.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+
+use linked_list_allocator::Heap;
+
+use crate::fault::{fault, Fault};
+use crate::os::{Os, Source};
+
+/// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
+pub const FIRST_REGION_BYTES: usize = 4 << 20;
+/// Largest geometric mmap region (a bigger request gets a region its size).
+pub const MAX_REGION_BYTES: usize = 64 << 20;
+/// Smallest step by which the break is moved.
+pub const BRK_STEP_BYTES: usize = 256 << 10;
+/// Alignment of region headers and heap bottoms.
+const HEADER_ALIGN: usize = 64;
+
+/// Header at the start of every region.
+#[repr(C)]
+pub(crate) struct Region {
+    /// The free list over `[bottom, base + len)`.
+    heap: Heap,
+    /// Where the region starts (this header).
+    base: NonNull<u8>,
+    /// Bytes from `base` owned by the region (for brk: up to the break).
+    len: usize,
+    next: *mut Region,
+    prev: *mut Region,
+    /// Whether the region is the brk one (else a mapping).
+    brk: bool,
+}
+
+const HEADER_BYTES: usize = (core::mem::size_of::<Region>() + HEADER_ALIGN - 1) & !(HEADER_ALIGN - 1);
+
+/// How the program break may be used.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum BrkState {
+    /// Usable: grow it.
+    On,
+    /// Off by configuration or target.
+    Off,
+    /// It failed once: keep growing with mmap (as musl does).
+    Failed,
+}
+
+/// The core: every region, guarded by one lock.
+pub(crate) struct Core {
+    /// Regions, newest first. Invariant: `regions` links exactly `region_count` live regions.
+    regions: *mut Region,
+    region_count: usize,
+    /// The region the break extends, if any. Invariant: its end is the break
+    /// as last set by us.
+    brk_region: *mut Region,
+    pub(crate) brk_state: BrkState,
+    next_region_bytes: usize,
+    /// Lowest address the stack may grow down to; 0 until read.
+    stack_floor: usize,
+}
+
+// SAFETY: only used under the core lock; the pointers point into regions the
+// allocator owns.
+unsafe impl Send for Core {}
+
+/// What the caller must do after unlocking.
+#[must_use]
+pub(crate) enum Release {
+    Nothing,
+    /// munmap this range.
+    Unmap(NonNull<u8>, usize),
+}
+
+fn align_up(x: usize, a: usize) -> Option<usize> {
+    Some(x.checked_add(a - 1)? & !(a - 1))
+}
+
+impl Core {
+    pub(crate) const fn new(use_brk: bool) -> Self {
+        Core {
+            regions: ptr::null_mut(),
+            region_count: 0,
+            brk_region: ptr::null_mut(),
+            brk_state: if use_brk { BrkState::On } else { BrkState::Off },
+            next_region_bytes: FIRST_REGION_BYTES,
+            stack_floor: 0,
+        }
+    }
+
+    /// Carves `size` bytes aligned to `align` from some region, growing if
+    /// needed. Returns the block and its region.
+    pub(crate) fn alloc<S: Source>(&mut self, os: &Os<S>, size: usize, align: usize) -> Option<(NonNull<u8>, NonNull<Region>)> {
+        let layout = Layout::from_size_align(size, align).ok()?;
+        let mut region = self.regions;
+        while !region.is_null() {
+            // SAFETY: linked regions are live and ours under the lock.
+            let r = unsafe { &mut *region };
+            if let Ok(p) = r.heap.allocate_first_fit(layout) {
+                // SAFETY: `region` is non-null.
+                return Some((p, unsafe { NonNull::new_unchecked(region) }));
+            }
+            region = r.next;
+        }
+        // Room for the block anywhere in a fresh hole, plus hole bookkeeping.
+        let need = size.checked_add(align)?.checked_add(HEADER_ALIGN)?;
+        let region = match self.grow_brk(os, need) {
+            Some(r) => r,
+            None => self.map_region(os, need)?,
+        };
+        // SAFETY: the region just got at least `need` free bytes at its end.
+        let r = unsafe { &mut *region.as_ptr() };
+        let p = r.heap.allocate_first_fit(layout).ok()?;
+        Some((p, region))
+    }
+
+    /// Returns a block to its region's heap; may give the region back.
+    ///
+    /// # Safety
+    /// `ptr` was returned by [`Core::alloc`] with this `size` and `align`, and
+    /// `region` with it.
+    pub(crate) unsafe fn dealloc<S: Source>(
+        &mut self,
+        os: &Os<S>,
+        ptr: NonNull<u8>,
+        size: usize,
+        align: usize,
+        region: NonNull<Region>,
+        trim_threshold: usize,
+    ) -> Release {
+        let region = region.as_ptr();
+        // SAFETY: the caller vouches for block and region.
+        let r = unsafe { &mut *region };
+        let addr = ptr.as_ptr() as usize;
+        if addr < r.heap.bottom() as usize || addr >= r.heap.top() as usize {
+            fault(Fault::InvalidPointer, addr);
+        }
+        // SAFETY: the layout is valid: it was valid when allocated.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+        // SAFETY: block and layout as allocated.
+        unsafe { r.heap.deallocate(ptr, layout) };
+        let keep_last = self.region_count == 1 && r.len <= trim_threshold;
+        // A brk region below a newer one cannot lower the break.
+        let buried = r.brk && region != self.brk_region;
+        if r.heap.used() != 0 || keep_last || buried {
+            return Release::Nothing;
+        }
+        self.unlink(region);
+        if r.brk {
+            // Lower the break back to the region start.
+            let old = r.base.as_ptr() as usize + r.len;
+            // SAFETY: the whole region, from base to the break, is ours and empty.
+            unsafe { os.brk(old, r.base) };
+            self.brk_region = ptr::null_mut();
+            Release::Nothing
+        } else {
+            Release::Unmap(r.base, r.len)
+        }
+    }
+
+    /// Grows the brk region (or starts one) by at least `need` bytes.
+    fn grow_brk<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
+        if self.brk_state != BrkState::On || !S::HAS_BRK {
+            return None;
+        }
+        let grown = self.try_grow_brk(os, need);
+        if grown.is_none() {
+            self.brk_state = BrkState::Failed;
+        }
+        grown
+    }
+
+    fn try_grow_brk<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
+        let page = os.page();
+        if self.stack_floor == 0 {
+            self.stack_floor = os.source.stack_floor();
+        }
+        let current = os.source.brk_current()?;
+        let cur = current.as_ptr() as usize;
+        let extend = self.brk_region;
+        // SAFETY: a non-null brk region is live.
+        let in_place = !extend.is_null() && unsafe { (*extend).base.as_ptr() as usize + (*extend).len } == cur;
+        let start = if in_place { cur } else { align_up(cur, HEADER_ALIGN)?.checked_add(HEADER_BYTES)? };
+        let end = align_up(start.checked_add(need.max(BRK_STEP_BYTES))?, page)?;
+        if end > self.stack_floor {
+            return None;
+        }
+        let new_break = current.as_ptr().wrapping_add(end - cur);
+        // SAFETY: moving the break up gives us `[cur, end)`; `new_break` is non-null.
+        if !unsafe { os.brk(cur, NonNull::new_unchecked(new_break)) } {
+            return None;
+        }
+        if in_place {
+            // SAFETY: `[cur, end)` directly follows the heap's top.
+            unsafe {
+                (*extend).heap.extend(end - cur);
+                (*extend).len += end - cur;
+                return Some(NonNull::new_unchecked(extend));
+            }
+        }
+        let base = current.as_ptr().wrapping_add(start - HEADER_BYTES - cur);
+        // SAFETY: `[base, end)` lies in the memory the break just gave us.
+        let region = unsafe { self.install(NonNull::new_unchecked(base), end - (start - HEADER_BYTES), true) };
+        self.brk_region = region.as_ptr();
+        Some(region)
+    }
+
+    fn map_region<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
+        let len = align_up(need.checked_add(HEADER_BYTES)?, os.page())?.max(self.next_region_bytes);
+        let base = os.map(len)?;
+        if len >= self.next_region_bytes {
+            self.next_region_bytes = (self.next_region_bytes * 2).min(MAX_REGION_BYTES);
+        }
+        // SAFETY: a fresh mapping of `len` bytes.
+        Some(unsafe { self.install(base, len, false) })
+    }
+
+    /// # Safety
+    /// `[base, base + len)` is fresh memory owned by the allocator, `base`
+    /// aligned to `HEADER_ALIGN`, `len > HEADER_BYTES + 64`.
+    unsafe fn install(&mut self, base: NonNull<u8>, len: usize, brk: bool) -> NonNull<Region> {
+        let region = base.as_ptr().cast::<Region>();
+        // SAFETY: the caller hands over the range; the header fits in it.
+        unsafe {
+            region.write(Region { heap: Heap::empty(), base, len, next: self.regions, prev: ptr::null_mut(), brk });
+            (*region).heap.init(base.as_ptr().add(HEADER_BYTES), len - HEADER_BYTES);
+            if !self.regions.is_null() {
+                (*self.regions).prev = region;
+            }
+            self.regions = region;
+            self.region_count += 1;
+            NonNull::new_unchecked(region)
+        }
+    }
+
+    fn unlink(&mut self, region: *mut Region) {
+        // SAFETY: `region` and its neighbours are live regions.
+        unsafe {
+            let r = &mut *region;
+            if r.prev.is_null() {
+                self.regions = r.next;
+            } else {
+                (*r.prev).next = r.next;
+            }
+            if !r.next.is_null() {
+                (*r.next).prev = r.prev;
+            }
+        }
+        self.region_count -= 1;
+    }
+
+    /// Number of regions.
+    pub(crate) fn region_count(&self) -> usize {
+        self.region_count
+    }
+
+    /// Checks the region list and returns the bytes used in all heaps.
+    pub(crate) fn validate(&self) -> usize {
+        let mut used = 0;
+        let mut count = 0;
+        let mut prev: *mut Region = ptr::null_mut();
+        let mut region = self.regions;
+        while !region.is_null() {
+            // SAFETY: linked regions are live.
+            let r = unsafe { &*region };
+            if r.prev != prev || r.base.as_ptr() != region.cast() || r.heap.used() > r.heap.size() {
+                fault(Fault::Corrupt("region list"), region as usize);
+            }
+            used += r.heap.used();
+            count += 1;
+            prev = region;
+            region = r.next;
+        }
+        if count != self.region_count {
+            fault(Fault::Corrupt("region count"), count);
+        }
+        used
+    }
+}

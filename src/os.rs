@@ -1,0 +1,271 @@
+//! The OS seam: where memory comes from.
+//!
+//! [`Source`] is the small trait every tier above is generic over; [`Linux`]
+//! implements it with the raw system calls of [`crate::sys`]. Unit tests
+//! implement it with a fake over a boxed buffer, so the whole core runs without
+//! a kernel (and under Miri).
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sys;
+
+/// The largest page size of the target architecture: what must be assumed for
+/// anything page-aligned when the real page size is not known.
+pub const MAX_PAGE_BYTES: usize = if cfg!(any(target_arch = "aarch64", target_arch = "loongarch64", target_arch = "powerpc64")) {
+    65536
+} else {
+    4096
+};
+
+/// Page size in bytes, 0 until known.
+static PAGE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the allocator the page size (from `AT_PAGESZ`). The `rt` runtime calls
+/// this before `main`; a hosted program need not, the allocator then reads
+/// `/proc/self/auxv` once, or assumes [`MAX_PAGE_BYTES`].
+///
+/// Ignored unless `bytes` is a power of two of at least 4096.
+pub fn set_page_size(bytes: usize) {
+    if bytes.is_power_of_two() && bytes >= 4096 {
+        PAGE_BYTES.store(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The page size: as set by [`set_page_size`], else from `/proc/self/auxv`,
+/// else [`MAX_PAGE_BYTES`].
+pub fn page_size() -> usize {
+    let known = PAGE_BYTES.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let found = read_auxv_page_size().unwrap_or(MAX_PAGE_BYTES);
+    PAGE_BYTES.store(found, Ordering::Relaxed);
+    found
+}
+
+/// `AT_PAGESZ` from `/proc/self/auxv`, without allocating.
+fn read_auxv_page_size() -> Option<usize> {
+    const AT_PAGESZ: usize = 6;
+    if cfg!(miri) {
+        return None;
+    }
+    let fd = sys::open_read(b"/proc/self/auxv\0").ok()?;
+    let word = core::mem::size_of::<usize>();
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match sys::read(fd, &mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let _ = sys::close(fd);
+    let mut pairs = buf[..len].chunks_exact(2 * word);
+    pairs.find_map(|pair| {
+        let key = usize::from_ne_bytes(pair[..word].try_into().ok()?);
+        let value = usize::from_ne_bytes(pair[word..].try_into().ok()?);
+        (key == AT_PAGESZ && value.is_power_of_two()).then_some(value)
+    })
+}
+
+/// Where memory comes from: the program break and anonymous mappings.
+///
+/// The tiers above call these with their own lock held; one error shape:
+/// `None` (or `false`) for "the OS said no".
+///
+/// # Safety
+/// Implementations must hand out memory that is readable, writable, not used
+/// by anything else and, for [`Source::map`], zero-filled and aligned to
+/// [`Source::page_size`]. They must not call back into the allocator (they
+/// run under its lock).
+pub unsafe trait Source {
+    /// Whether [`Source::brk`] can ever succeed.
+    const HAS_BRK: bool;
+
+    /// Page size in bytes; a power of two.
+    fn page_size(&self) -> usize;
+
+    /// Reads the current program break (`brk(0)`), if there is one.
+    fn brk_current(&self) -> Option<NonNull<u8>>;
+
+    /// Moves the break to `addr`; returns whether it moved.
+    ///
+    /// pre: `addr` is page-aligned.
+    ///
+    /// # Safety
+    /// Lowering the break gives up `[addr, old break)`: the caller must own it.
+    unsafe fn brk(&self, addr: NonNull<u8>) -> bool;
+
+    /// The lowest address the stack might reach (the break must stay below it).
+    fn stack_floor(&self) -> usize;
+
+    /// Maps `len` fresh zeroed bytes.
+    ///
+    /// pre: `len` is a non-zero multiple of the page size.
+    fn map(&self, len: usize) -> Option<NonNull<u8>>;
+
+    /// Unmaps `[ptr, ptr + len)`.
+    ///
+    /// pre: the range is page-aligned and was mapped by this source.
+    ///
+    /// # Safety
+    /// Nothing may use the range afterwards.
+    unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize);
+
+    /// Resizes a mapping, moving it if it must; returns its new address.
+    ///
+    /// pre: `old_len` and `new_len` are non-zero multiples of the page size.
+    ///
+    /// # Safety
+    /// The caller owns the mapping; after a move the old address is invalid.
+    unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>>;
+
+    /// Gives the pages of `[ptr, ptr + len)` back; they read as zero afterwards.
+    ///
+    /// pre: the range is page-aligned.
+    ///
+    /// # Safety
+    /// The caller owns the range and no longer needs its contents.
+    unsafe fn discard(&self, ptr: NonNull<u8>, len: usize);
+}
+
+/// The Linux kernel, through raw system calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Linux;
+
+/// Distance kept between the break and the stack (musl keeps 8 MiB too).
+pub const STACK_GAP_BYTES: usize = 8 << 20;
+
+// SAFETY: mmap returns fresh zeroed page-aligned memory; brk memory past the
+// old break is fresh; no method allocates.
+unsafe impl Source for Linux {
+    const HAS_BRK: bool = true;
+
+    #[inline]
+    fn page_size(&self) -> usize {
+        page_size()
+    }
+
+    fn brk_current(&self) -> Option<NonNull<u8>> {
+        // SAFETY: brk(0) only reads the break.
+        NonNull::new(unsafe { sys::kernel_brk(0) } as *mut u8)
+    }
+
+    unsafe fn brk(&self, addr: NonNull<u8>) -> bool {
+        let want = addr.as_ptr() as usize;
+        // SAFETY: the caller owns what a lowering gives up.
+        unsafe { sys::kernel_brk(want) == want }
+    }
+
+    fn stack_floor(&self) -> usize {
+        let here = 0u8;
+        let sp = core::ptr::addr_of!(here) as usize;
+        let limit = match sys::getrlimit(sys::RLIMIT_STACK) {
+            Ok((soft, _)) if soft != sys::RLIM_INFINITY => soft as usize,
+            _ => 0,
+        };
+        sp.saturating_sub(limit.max(STACK_GAP_BYTES))
+    }
+
+    fn map(&self, len: usize) -> Option<NonNull<u8>> {
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks.
+        let addr = unsafe { sys::mmap_anon(0, len, sys::PROT_RW, sys::MAP_PRIVATE_ANON) }.ok()?;
+        NonNull::new(addr as *mut u8)
+    }
+
+    unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: the caller gives the mapping up.
+        let _ = unsafe { sys::munmap(ptr.as_ptr() as usize, len) };
+    }
+
+    unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+        // SAFETY: the caller owns the mapping.
+        let addr = unsafe { sys::mremap(ptr.as_ptr() as usize, old_len, new_len, sys::MREMAP_MAYMOVE) }.ok()?;
+        NonNull::new(addr as *mut u8)
+    }
+
+    unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: the caller no longer needs the contents.
+        let _ = unsafe { sys::madvise(ptr.as_ptr() as usize, len, sys::MADV_DONTNEED) };
+    }
+}
+
+/// A [`Source`] with the counters of [`crate::stats`]: every call the tiers
+/// make to the OS goes through here.
+pub(crate) struct Os<S> {
+    pub source: S,
+    pub counters: crate::stats::Counters,
+}
+
+impl<S: Source> Os<S> {
+    pub const fn new(source: S) -> Self {
+        Os { source, counters: crate::stats::Counters::new() }
+    }
+
+    #[inline]
+    pub fn page(&self) -> usize {
+        self.source.page_size()
+    }
+
+    pub fn map(&self, len: usize) -> Option<NonNull<u8>> {
+        use crate::stats::Counters;
+        Counters::count(&self.counters.mmap);
+        let p = self.source.map(len)?;
+        Counters::add(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, len);
+        Some(p)
+    }
+
+    /// # Safety
+    /// As [`Source::unmap`].
+    pub unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
+        use crate::stats::Counters;
+        Counters::count(&self.counters.munmap);
+        Counters::sub(&self.counters.mapped_bytes, len);
+        // SAFETY: forwarded duty.
+        unsafe { self.source.unmap(ptr, len) }
+    }
+
+    /// # Safety
+    /// As [`Source::remap`].
+    pub unsafe fn remap(&self, ptr: NonNull<u8>, old: usize, new: usize) -> Option<NonNull<u8>> {
+        use crate::stats::Counters;
+        Counters::count(&self.counters.mremap);
+        // SAFETY: forwarded duty.
+        let p = unsafe { self.source.remap(ptr, old, new) }?;
+        if new > old {
+            Counters::add(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, new - old);
+        } else {
+            Counters::sub(&self.counters.mapped_bytes, old - new);
+        }
+        Some(p)
+    }
+
+    /// # Safety
+    /// As [`Source::discard`].
+    pub unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
+        crate::stats::Counters::count(&self.counters.madvise);
+        // SAFETY: forwarded duty.
+        unsafe { self.source.discard(ptr, len) }
+    }
+
+    /// Moves the break from `old` to `new`; returns whether it moved.
+    ///
+    /// # Safety
+    /// As [`Source::brk`]; `old` is the current break.
+    pub unsafe fn brk(&self, old: usize, new: NonNull<u8>) -> bool {
+        use crate::stats::Counters;
+        Counters::count(&self.counters.brk);
+        // SAFETY: forwarded duty.
+        let moved = unsafe { self.source.brk(new) };
+        if moved {
+            let new = new.as_ptr() as usize;
+            if new > old {
+                Counters::add(&self.counters.brk_bytes, &self.counters.peak_brk_bytes, new - old);
+            } else {
+                Counters::sub(&self.counters.brk_bytes, old - new);
+            }
+        }
+        moved
+    }
+}

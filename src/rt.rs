@@ -1,0 +1,476 @@
+//! A minimal runtime for freestanding binaries (feature `rt`).
+//!
+//! On the `*-linux-nostd.json` targets (Linux, empty `target_env`: no C
+//! library) this module provides what a C library would: the `_start` entry
+//! point, the arguments, environment and auxiliary vector, `exit`, the
+//! [`print!`](crate::print)/[`println!`](crate::println)/
+//! [`eprint!`](crate::eprint)/[`eprintln!`](crate::eprintln) macros over
+//! `write(2)`, and a panic handler that prints
+//! `panicked at FILE:LINE:COL:` and the message to stderr, then exits with
+//! status 101.
+//!
+//! A program names its entry point with [`entry!`](crate::entry):
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//!
+//! use nolibc_alloc::{entry, println, NolibcAlloc};
+//!
+//! #[global_allocator]
+//! static ALLOC: NolibcAlloc = NolibcAlloc::new();
+//!
+//! entry!(main);
+//!
+//! fn main() -> i32 {
+//!     println!("{} arguments", nolibc_alloc::rt::args().len());
+//!     0
+//! }
+//! ```
+//!
+//! `main` takes no arguments and returns `()`, `i32` (the exit status) or
+//! `Result<(), E: Debug>` (an error is printed, status 1).
+//!
+//! On targets that have a C library (`*-linux-gnu`, `*-linux-musl`) the same
+//! program still builds: [`entry!`](crate::entry) then links `std` for its C
+//! runtime and panic handler and defines C's `main`, so the examples also
+//! compile (and run) on the host.
+//!
+//! Startup never allocates; the page size from `AT_PAGESZ` is handed to
+//! [`crate::os::set_page_size`] before `main` runs.
+
+use core::ffi::CStr;
+use core::fmt;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::sys;
+
+/// `AT_NULL`: ends the auxiliary vector.
+pub const AT_NULL: usize = 0;
+/// `AT_PHDR`: address of the program headers.
+pub const AT_PHDR: usize = 3;
+/// `AT_PAGESZ`: the page size.
+pub const AT_PAGESZ: usize = 6;
+/// `AT_ENTRY`: the program's entry point.
+pub const AT_ENTRY: usize = 9;
+/// `AT_HWCAP`: CPU capability bits.
+pub const AT_HWCAP: usize = 16;
+/// `AT_RANDOM`: address of 16 random bytes.
+pub const AT_RANDOM: usize = 25;
+/// `AT_EXECFN`: the file name the program was executed as.
+pub const AT_EXECFN: usize = 31;
+/// `AT_SYSINFO_EHDR`: address of the vDSO.
+pub const AT_SYSINFO_EHDR: usize = 33;
+
+/// Number of arguments (`argc`).
+static ARGC: AtomicUsize = AtomicUsize::new(0);
+/// `argv`: `ARGC` pointers, then null. Null until startup stored it.
+static ARGV: AtomicPtr<*const u8> = AtomicPtr::new(core::ptr::null_mut());
+/// `envp`: pointers up to a null one. Null until startup stored it.
+static ENVP: AtomicPtr<*const u8> = AtomicPtr::new(core::ptr::null_mut());
+/// The auxiliary vector: (key, value) pairs up to `AT_NULL`. Null when unknown.
+static AUXV: AtomicPtr<usize> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Records where the kernel put the arguments, environment and auxiliary
+/// vector, and tells the allocator the page size.
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings followed by a null
+/// pointer; `envp` holds valid strings up to a null pointer, directly followed
+/// by the auxiliary vector (the layout the kernel gives a new process). All of
+/// it stays valid and unchanged for the rest of the program.
+unsafe fn init(argc: usize, argv: *const *const u8, envp: *const *const u8) {
+    let mut end = envp;
+    // SAFETY: the caller guarantees a null-terminated envp array.
+    while !unsafe { *end }.is_null() {
+        // SAFETY: not past the terminating null yet.
+        end = unsafe { end.add(1) };
+    }
+    // SAFETY: the auxiliary vector starts right after envp's null pointer.
+    let auxv = unsafe { end.add(1) } as *mut usize;
+    ARGC.store(argc, Ordering::Relaxed);
+    ARGV.store(argv as *mut _, Ordering::Relaxed);
+    ENVP.store(envp as *mut _, Ordering::Relaxed);
+    AUXV.store(auxv, Ordering::Relaxed);
+    if let Some(bytes) = auxv_value(AT_PAGESZ) {
+        crate::os::set_page_size(bytes);
+    }
+}
+
+/// The hosted entry: C's `main` (defined by [`entry!`](crate::entry) on
+/// targets with a C library) hands over what its C runtime was given.
+///
+/// # Safety
+/// `argc`, `argv`, `envp` are the arguments of C's `main`, from a C runtime
+/// that passes the kernel's own arrays (glibc and musl do).
+#[doc(hidden)]
+pub unsafe fn __init_hosted(argc: i32, argv: *const *const u8, envp: *const *const u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { init(argc.max(0) as usize, argv, envp) }
+}
+
+/// The value of the auxiliary vector entry `key`, if the kernel gave one.
+pub fn auxv_value(key: usize) -> Option<usize> {
+    let mut p = AUXV.load(Ordering::Relaxed) as *const usize;
+    if p.is_null() {
+        return None;
+    }
+    loop {
+        // SAFETY: `init` stored the kernel's auxiliary vector, (key, value)
+        // pairs ending with AT_NULL; we stop at that key.
+        let (k, v) = unsafe { (*p, *p.add(1)) };
+        if k == AT_NULL {
+            return None;
+        }
+        if k == key {
+            return Some(v);
+        }
+        // SAFETY: not past the AT_NULL pair yet.
+        p = unsafe { p.add(2) };
+    }
+}
+
+/// The auxiliary vector entry `key` (short name of [`auxv_value`]).
+pub fn auxv(key: usize) -> Option<usize> {
+    auxv_value(key)
+}
+
+/// Iterator over a null-terminated array of C strings.
+#[derive(Clone, Debug)]
+pub struct CStrs {
+    next: *const *const u8,
+    left: usize,
+}
+
+impl Iterator for CStrs {
+    type Item = &'static CStr;
+
+    fn next(&mut self) -> Option<&'static CStr> {
+        if self.left == 0 || self.next.is_null() {
+            return None;
+        }
+        // SAFETY: `next` points into an array `init` recorded, before its
+        // terminating null (counted by `left` or checked here).
+        let s = unsafe { *self.next };
+        if s.is_null() {
+            self.left = 0;
+            return None;
+        }
+        self.left -= 1;
+        // SAFETY: as above; the array element is a valid C string that lives
+        // as long as the process.
+        unsafe {
+            self.next = self.next.add(1);
+            Some(CStr::from_ptr(s.cast()))
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.left == usize::MAX {
+            (0, None)
+        } else {
+            (self.left, Some(self.left))
+        }
+    }
+}
+
+/// The program's arguments (`argv`), the program name first. Empty before
+/// startup or when the runtime is not in charge.
+pub fn args() -> Args {
+    let argv = ARGV.load(Ordering::Relaxed) as *const *const u8;
+    let argc = if argv.is_null() { 0 } else { ARGC.load(Ordering::Relaxed) };
+    Args(CStrs { next: argv, left: argc })
+}
+
+/// Iterator over the arguments; see [`args`].
+#[derive(Clone, Debug)]
+pub struct Args(CStrs);
+
+impl Iterator for Args {
+    type Item = &'static CStr;
+    fn next(&mut self) -> Option<&'static CStr> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Args {}
+
+/// The environment, as `NAME=value` strings.
+pub fn env() -> CStrs {
+    CStrs { next: ENVP.load(Ordering::Relaxed) as *const *const u8, left: usize::MAX }
+}
+
+/// The value of the environment variable `name`, if set.
+pub fn var(name: &[u8]) -> Option<&'static [u8]> {
+    env().find_map(|entry| {
+        let entry = entry.to_bytes();
+        let rest = entry.strip_prefix(name)?;
+        rest.strip_prefix(b"=")
+    })
+}
+
+/// Ends the process (all threads) with `code`.
+pub fn exit(code: i32) -> ! {
+    sys::exit_group(code)
+}
+
+/// Writes all of `bytes` to `fd`, retrying partial writes and `EINTR`.
+/// Other errors drop the rest (there is nobody to report them to).
+pub fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match sys::write(fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
+            Err(sys::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A stack buffer in front of `write(2)`: one system call per `println!` in
+/// the common case.
+struct FdWriter {
+    fd: i32,
+    len: usize,
+    buf: [u8; 512],
+}
+
+impl FdWriter {
+    const fn new(fd: i32) -> Self {
+        FdWriter { fd, len: 0, buf: [0; 512] }
+    }
+
+    fn flush(&mut self) {
+        write_all(self.fd, &self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl fmt::Write for FdWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush();
+            if bytes.len() > self.buf.len() {
+                write_all(self.fd, bytes);
+                return Ok(());
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+}
+
+/// Formats `args` (then a newline if `newline`) to `fd`. Used by the macros.
+#[doc(hidden)]
+pub fn _print(fd: i32, args: fmt::Arguments<'_>, newline: bool) {
+    let mut w = FdWriter::new(fd);
+    let _ = fmt::write(&mut w, args);
+    if newline {
+        let _ = fmt::Write::write_str(&mut w, "\n");
+    }
+    w.flush();
+}
+
+/// Prints to standard output through `write(2)` (feature `rt`).
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::rt::_print(1, ::core::format_args!($($arg)*), false)
+    };
+}
+
+/// Prints to standard output with a newline, through `write(2)` (feature `rt`).
+#[macro_export]
+macro_rules! println {
+    () => {
+        $crate::rt::write_all(1, b"\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::rt::_print(1, ::core::format_args!($($arg)*), true)
+    };
+}
+
+/// Prints to standard error through `write(2)` (feature `rt`).
+#[macro_export]
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::rt::_print(2, ::core::format_args!($($arg)*), false)
+    };
+}
+
+/// Prints to standard error with a newline, through `write(2)` (feature `rt`).
+#[macro_export]
+macro_rules! eprintln {
+    () => {
+        $crate::rt::write_all(2, b"\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::rt::_print(2, ::core::format_args!($($arg)*), true)
+    };
+}
+
+/// What `main` may return; turned into the exit status.
+pub trait Termination {
+    /// The exit status.
+    fn report(self) -> i32;
+}
+
+impl Termination for () {
+    fn report(self) -> i32 {
+        0
+    }
+}
+
+impl Termination for i32 {
+    fn report(self) -> i32 {
+        self
+    }
+}
+
+impl<E: fmt::Debug> Termination for Result<(), E> {
+    fn report(self) -> i32 {
+        match self {
+            Ok(()) => 0,
+            Err(e) => {
+                _print(2, format_args!("Error: {e:?}"), true);
+                1
+            }
+        }
+    }
+}
+
+/// Names the program's entry point (feature `rt`): `entry!(main)`, where
+/// `main` is a `fn() -> T` and `T` is `()`, `i32` or `Result<(), E: Debug>`
+/// (see [`rt::Termination`](crate::rt::Termination)).
+///
+/// On the `*-linux-nostd` targets this defines the symbol the runtime's
+/// `_start` calls. On targets with a C library it links `std` (for its C
+/// runtime and panic handler) and defines C's `main`, so that the same
+/// `#![no_std] #![no_main]` program builds on the host too.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[cfg(all(target_os = "linux", target_env = ""))]
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        extern "C" fn __nolibc_alloc_main() -> i32 {
+            $crate::rt::Termination::report($main())
+        }
+
+        #[cfg(not(all(target_os = "linux", target_env = "")))]
+        extern crate std;
+
+        #[cfg(not(all(target_os = "linux", target_env = "")))]
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        extern "C" fn main(argc: i32, argv: *const *const u8, envp: *const *const u8) -> i32 {
+            // SAFETY: called by the C runtime with its own argc/argv/envp.
+            unsafe { $crate::rt::__init_hosted(argc, argv, envp) };
+            $crate::rt::Termination::report($main())
+        }
+    };
+}
+
+/// The freestanding part: only where no C library provides `_start` and no
+/// `std` provides a panic handler.
+#[cfg(all(target_os = "linux", target_env = ""))]
+mod freestanding {
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    extern "C" {
+        /// Defined by [`entry!`](crate::entry) in the program.
+        fn __nolibc_alloc_main() -> i32;
+    }
+
+    /// Called by `_start` with the initial stack pointer: `argc`, then
+    /// `argv[]`, null, `envp[]`, null, the auxiliary vector.
+    ///
+    /// # Safety
+    /// `sp` is the stack pointer the kernel gave the process.
+    unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
+        // SAFETY: the kernel's initial stack layout (System V ABI, all three
+        // architectures): argc, then argv[argc], null, envp..., null, auxv.
+        unsafe {
+            let argc = *sp;
+            let argv = sp.add(1) as *const *const u8;
+            super::init(argc, argv, argv.add(argc + 1));
+        }
+        // SAFETY: the program defines it through `entry!`; it is an ordinary
+        // Rust function behind a C ABI.
+        let code = unsafe { __nolibc_alloc_main() };
+        super::exit(code)
+    }
+
+    /// The process entry point: hands the initial stack pointer to
+    /// `start_rust`. Naked: at entry there is no return address and the stack
+    /// is 16-byte aligned, which a compiler-made prologue would misalign.
+    #[cfg(target_arch = "x86_64")]
+    #[unsafe(naked)]
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn _start() -> ! {
+        core::arch::naked_asm!(
+            "xor ebp, ebp",   // outermost frame
+            "mov rdi, rsp",   // the kernel's stack: argc, argv, ...
+            "and rsp, -16",
+            "call {start}",   // pushes 8: the callee sees the ABI alignment
+            "ud2",
+            start = sym start_rust,
+        )
+    }
+
+    /// See the x86_64 version.
+    #[cfg(target_arch = "aarch64")]
+    #[unsafe(naked)]
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn _start() -> ! {
+        core::arch::naked_asm!(
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "mov x0, sp",
+            "bl {start}",
+            "udf #0",
+            start = sym start_rust,
+        )
+    }
+
+    /// See the x86_64 version. Also sets `gp` for linker relaxation.
+    #[cfg(target_arch = "riscv64")]
+    #[unsafe(naked)]
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn _start() -> ! {
+        core::arch::naked_asm!(
+            ".option push",
+            ".option norelax",
+            "lla gp, __global_pointer$",
+            ".option pop",
+            "li fp, 0",
+            "li ra, 0",
+            "mv a0, sp",
+            "andi sp, sp, -16",
+            "call {start}",
+            "unimp",
+            start = sym start_rust,
+        )
+    }
+
+    /// Set by the first panic, so a panic while printing one cannot recurse.
+    static PANICKING: AtomicBool = AtomicBool::new(false);
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        if PANICKING.swap(true, Ordering::Relaxed) {
+            super::write_all(2, b"panicked while panicking\n");
+            crate::sys::abort();
+        }
+        match info.location() {
+            Some(at) => super::_print(2, format_args!("panicked at {at}:\n{}", info.message()), true),
+            None => super::_print(2, format_args!("panicked:\n{}", info.message()), true),
+        }
+        super::exit(101)
+    }
+}

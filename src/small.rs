@@ -1,0 +1,393 @@
+//! Small tier: slots of one size class carved from runs.
+//!
+//! A *run* is a block of `run_bytes` from the core, aligned to its size, that
+//! starts with a [`Run`] header and an allocation bitmap, then slots. Each run
+//! keeps its own free list and live count; each [`Arena`] keeps, per class, a
+//! list of the runs that have free slots. Alloc and free are O(1). A run that
+//! becomes empty is given back to the core unless it fits in the arena's small
+//! cache of empty runs (bounded by the trim threshold).
+
+use core::ptr::{self, NonNull};
+
+use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
+use crate::fault::{fault, Fault};
+
+/// Mixed into a run's address to make its `check` word.
+const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
+
+/// Header at the start of every run.
+#[repr(C)]
+pub(crate) struct Run {
+    /// `address of this run ^ RUN_MAGIC` while the run is live, 0 after.
+    check: usize,
+    /// Index of the arena whose lock guards this run.
+    pub(crate) arena: usize,
+    /// Next run of the same class with free slots (or cached empty).
+    next: *mut Run,
+    /// Previous run in that list.
+    prev: *mut Run,
+    /// Free slots handed back, linked through their first word.
+    free: *mut FreeSlot,
+    /// Region the run came from (opaque to this tier).
+    pub(crate) region: usize,
+    /// Slots carved so far; slots at or above it were never handed out.
+    bump: u32,
+    /// Slots in use. Invariant: `live` = number of set bits in the bitmap.
+    live: u32,
+    /// Size class index.
+    class: u8,
+    /// Whether the run is linked in its class list. Invariant: true iff
+    /// `live < slots` (it has a free slot).
+    listed: bool,
+}
+
+const _: () = assert!(core::mem::size_of::<Run>() <= RUN_HEADER_BYTES);
+
+#[repr(C)]
+struct FreeSlot {
+    next: *mut FreeSlot,
+}
+
+/// Per-class state of an arena.
+#[derive(Clone, Copy)]
+struct ClassList {
+    /// Runs with at least one free slot.
+    head: *mut Run,
+}
+
+/// The small-tier state one lock guards.
+pub(crate) struct Arena {
+    classes: [ClassList; CLASS_COUNT],
+    /// Bytes of runs that are empty but kept.
+    cached_empty_bytes: usize,
+    /// Bytes in slots handed out.
+    pub(crate) in_use_bytes: usize,
+    /// Highest `in_use_bytes` seen.
+    pub(crate) peak_in_use_bytes: usize,
+}
+
+// SAFETY: an arena is only touched under its lock; its raw pointers point into
+// runs that the allocator owns.
+unsafe impl Send for Arena {}
+
+/// What a free left behind.
+pub(crate) enum Freed {
+    /// Nothing more to do.
+    Done,
+    /// The run is empty and unlinked: give it back to the core
+    /// (run address, run bytes, region).
+    ReleaseRun(NonNull<u8>, usize, usize),
+}
+
+impl Arena {
+    /// An arena with no runs.
+    pub(crate) const fn new() -> Self {
+        Arena {
+            classes: [ClassList { head: ptr::null_mut() }; CLASS_COUNT],
+            cached_empty_bytes: 0,
+            in_use_bytes: 0,
+            peak_in_use_bytes: 0,
+        }
+    }
+
+    /// Takes a slot of `class` if a run has one.
+    #[inline]
+    pub(crate) fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let run = self.classes[class].head;
+        if run.is_null() {
+            return None;
+        }
+        // SAFETY: listed runs are live runs of this arena with a free slot.
+        unsafe { Some(self.take_slot(run, &CLASSES[class])) }
+    }
+
+    /// Installs a fresh run for `class` at `mem` (from the core, `run_bytes`
+    /// long and aligned to it) and takes a slot from it.
+    ///
+    /// # Safety
+    /// `mem` is owned by this arena from now on, valid for `run_bytes`.
+    pub(crate) unsafe fn alloc_from_new_run(
+        &mut self,
+        class: usize,
+        mem: NonNull<u8>,
+        arena_index: usize,
+        region: usize,
+    ) -> NonNull<u8> {
+        let info = &CLASSES[class];
+        let run = mem.as_ptr().cast::<Run>();
+        // SAFETY: the caller hands us `run_bytes` of memory, enough for the
+        // header and bitmap; nobody else sees it yet.
+        unsafe {
+            run.write(Run {
+                check: run as usize ^ RUN_MAGIC,
+                arena: arena_index,
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                free: ptr::null_mut(),
+                region,
+                bump: 0,
+                live: 0,
+                class: class as u8,
+                listed: false,
+            });
+            ptr::write_bytes(bitmap(run), 0, (info.slots as usize).div_ceil(64));
+            // A new run counts as cached-empty until its first slot is taken.
+            self.cached_empty_bytes += info.run_bytes as usize;
+            self.push(run);
+            self.take_slot(run, info)
+        }
+    }
+
+    /// # Safety
+    /// `run` is a listed run of this arena.
+    #[inline]
+    unsafe fn take_slot(&mut self, run: *mut Run, info: &ClassInfo) -> NonNull<u8> {
+        // SAFETY: the caller guarantees `run` is live and has a free slot,
+        // so either the free list is non-empty or `bump < slots`.
+        unsafe {
+            let r = &mut *run;
+            let slot = if !r.free.is_null() {
+                let s = r.free;
+                r.free = (*s).next;
+                s.cast::<u8>()
+            } else {
+                let s = run.cast::<u8>().add(info.slot0 as usize + r.bump as usize * info.size as usize);
+                r.bump += 1;
+                s
+            };
+            let index = (slot as usize - run as usize - info.slot0 as usize) / info.size as usize;
+            let word = bitmap(run).add(index / 64);
+            *word |= 1 << (index % 64);
+            if r.live == 0 {
+                self.cached_empty_bytes -= info.run_bytes as usize;
+            }
+            r.live += 1;
+            if r.live == info.slots {
+                self.unlink(run);
+            }
+            self.in_use_bytes += info.size as usize;
+            if self.in_use_bytes > self.peak_in_use_bytes {
+                self.peak_in_use_bytes = self.in_use_bytes;
+            }
+            NonNull::new_unchecked(slot)
+        }
+    }
+
+    /// Returns a slot of `run`.
+    ///
+    /// # Safety
+    /// `run` was checked by [`run_of`] and belongs to this arena.
+    #[inline]
+    pub(crate) unsafe fn free(&mut self, run: NonNull<Run>, ptr: NonNull<u8>, trim_threshold: usize) -> Freed {
+        let run = run.as_ptr();
+        // SAFETY: `run_of` checked the header; this arena's lock is held.
+        unsafe {
+            let r = &mut *run;
+            let info = &CLASSES[r.class as usize];
+            let index = (ptr.as_ptr() as usize - run as usize - info.slot0 as usize) / info.size as usize;
+            if index >= r.bump as usize {
+                fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            }
+            let word = bitmap(run).add(index / 64);
+            let bit = 1u64 << (index % 64);
+            if *word & bit == 0 {
+                fault(Fault::DoubleFree, ptr.as_ptr() as usize);
+            }
+            *word &= !bit;
+            let slot = ptr.as_ptr().cast::<FreeSlot>();
+            (*slot).next = r.free;
+            r.free = slot;
+            r.live -= 1;
+            self.in_use_bytes -= info.size as usize;
+            if !r.listed {
+                self.push(run);
+            }
+            if r.live > 0 {
+                return Freed::Done;
+            }
+            let bytes = info.run_bytes as usize;
+            if self.cached_empty_bytes + bytes <= trim_threshold {
+                self.cached_empty_bytes += bytes;
+                return Freed::Done;
+            }
+            self.unlink(run);
+            r.check = 0;
+            Freed::ReleaseRun(NonNull::new_unchecked(run.cast()), bytes, r.region)
+        }
+    }
+
+    /// Offers every cached empty run to `take` (run, bytes, region); unlinks
+    /// those it accepts (it returns `true`).
+    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, usize) -> bool) {
+        for class in 0..CLASS_COUNT {
+            let mut run = self.classes[class].head;
+            while !run.is_null() {
+                // SAFETY: listed runs are live runs of this arena.
+                unsafe {
+                    let next = (*run).next;
+                    let bytes = CLASSES[class].run_bytes as usize;
+                    if (*run).live == 0 && take(NonNull::new_unchecked(run.cast()), bytes, (*run).region) {
+                        self.unlink(run);
+                        self.cached_empty_bytes -= bytes;
+                        (*run).check = 0;
+                    }
+                    run = next;
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// `run` is live and not listed.
+    unsafe fn push(&mut self, run: *mut Run) {
+        // SAFETY: the caller guarantees `run` is live; the head is live or null.
+        unsafe {
+            let list = &mut self.classes[(*run).class as usize];
+            (*run).prev = ptr::null_mut();
+            (*run).next = list.head;
+            if !list.head.is_null() {
+                (*list.head).prev = run;
+            }
+            list.head = run;
+            (*run).listed = true;
+        }
+    }
+
+    /// # Safety
+    /// `run` is live and listed.
+    unsafe fn unlink(&mut self, run: *mut Run) {
+        // SAFETY: the caller guarantees `run` and its neighbours are live.
+        unsafe {
+            let r = &mut *run;
+            if r.prev.is_null() {
+                self.classes[r.class as usize].head = r.next;
+            } else {
+                (*r.prev).next = r.next;
+            }
+            if !r.next.is_null() {
+                (*r.next).prev = r.prev;
+            }
+            r.next = ptr::null_mut();
+            r.prev = ptr::null_mut();
+            r.listed = false;
+        }
+    }
+
+    /// Checks every invariant of the arena's runs; returns the bytes in use.
+    /// Aborts on a violation. For tests and fuzzing.
+    pub(crate) fn validate(&self) -> usize {
+        let mut cached = 0;
+        for (class, list) in self.classes.iter().enumerate() {
+            let info = &CLASSES[class];
+            let mut prev: *mut Run = ptr::null_mut();
+            let mut run = list.head;
+            while !run.is_null() {
+                // SAFETY: listed runs are live.
+                unsafe {
+                    let r = &*run;
+                    check(r.check == run as usize ^ RUN_MAGIC, "run check word");
+                    check(r.class as usize == class, "run in the list of its class");
+                    check(r.prev == prev, "run list back link");
+                    check(r.listed && r.live < info.slots, "listed iff a slot is free");
+                    validate_run(run, info);
+                    if r.live == 0 {
+                        cached += info.run_bytes as usize;
+                    }
+                    prev = run;
+                    run = r.next;
+                }
+            }
+        }
+        check(cached == self.cached_empty_bytes, "cached empty bytes");
+        self.in_use_bytes
+    }
+}
+
+/// Checks one run: free list, bitmap and counts agree.
+///
+/// # Safety
+/// `run` is a live run of class `info`.
+unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
+    // SAFETY: the caller guarantees the run is live; its free list links
+    // slots inside it (checked as we go).
+    unsafe {
+        let r = &*run;
+        check(r.bump <= info.slots, "bump within the run");
+        let words = (info.slots as usize).div_ceil(64);
+        let mut set = 0;
+        for w in 0..words {
+            set += (*bitmap(run).add(w)).count_ones();
+        }
+        check(set == r.live, "live count = bitmap population");
+        let mut free = 0;
+        let mut slot = r.free;
+        while !slot.is_null() {
+            let off = slot as usize - run as usize;
+            check(off >= info.slot0 as usize, "free slot inside the run");
+            let index = (off - info.slot0 as usize) / info.size as usize;
+            check((off - info.slot0 as usize) % info.size as usize == 0, "free slot on a slot boundary");
+            check(index < r.bump as usize, "free slot was carved");
+            check(*bitmap(run).add(index / 64) & (1 << (index % 64)) == 0, "free slot not marked live");
+            free += 1;
+            check(free <= info.slots, "free list has no cycle");
+            slot = (*slot).next;
+        }
+        check(free + r.live == r.bump, "carved = free + live");
+    }
+}
+
+fn check(ok: bool, what: &'static str) {
+    if !ok {
+        fault(Fault::Corrupt(what), 0);
+    }
+}
+
+/// The allocation bitmap that follows a run header.
+///
+/// # Safety
+/// `run` points at a run.
+#[inline]
+unsafe fn bitmap(run: *mut Run) -> *mut u64 {
+    // SAFETY: the bitmap starts right after the fixed header, inside the run.
+    unsafe { run.cast::<u8>().add(RUN_HEADER_BYTES).cast::<u64>() }
+}
+
+/// Finds and checks the run holding a slot of `class` at `ptr`. Stops the
+/// process if `ptr` cannot be such a slot (a pointer the allocator never
+/// returned, or freed with a layout of another class).
+///
+/// # Safety
+/// `ptr` lies in memory the allocator handed out for this class (the
+/// checks catch many violations, not all).
+#[inline]
+pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
+    let info = &CLASSES[class];
+    let addr = ptr.as_ptr() as usize;
+    let run_addr = addr & !(info.run_bytes as usize - 1);
+    let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
+    // SAFETY: a slot of this class lies in a run whose header starts at the
+    // run-aligned address below it, inside the same allocation.
+    let r = unsafe { &*run };
+    if r.check != run_addr ^ RUN_MAGIC {
+        fault(Fault::InvalidPointer, addr);
+    }
+    if r.class as usize != class {
+        fault(Fault::WrongLayout, addr);
+    }
+    let off = addr - run_addr;
+    if off < info.slot0 as usize || (off - info.slot0 as usize) % info.size as usize != 0 {
+        fault(Fault::InvalidPointer, addr);
+    }
+    // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
+    unsafe { NonNull::new_unchecked(run) }
+}
+
+/// The arena owning a checked run.
+///
+/// # Safety
+/// `run` came from [`run_of`].
+#[inline]
+pub(crate) unsafe fn arena_of(run: NonNull<Run>) -> usize {
+    // SAFETY: checked live run.
+    unsafe { (*run.as_ptr()).arena }
+}

@@ -1,0 +1,502 @@
+//! Unit tests of every tier on the fake source, with the invariant walk after
+//! each step. They also run under Miri (`cargo +nightly miri test --lib`).
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use std::vec::Vec;
+
+use crate::class::{CLASSES, MAX_CLASS_BYTES};
+use crate::fake::FakeSource;
+use crate::{Config, NolibcAlloc};
+
+/// Buffer size of the fake: small under Miri, which is slow.
+const BUF: usize = if cfg!(miri) { 24 << 20 } else { 256 << 20 };
+
+struct Arena {
+    mem: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Arena {
+    fn new(bytes: usize) -> Self {
+        let layout = Layout::from_size_align(bytes, 65536).unwrap();
+        // SAFETY: non-zero size.
+        let mem = NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap();
+        Arena { mem, layout }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.mem.as_ptr(), self.layout) }
+    }
+}
+
+fn with_alloc(config: Config, brk_bytes: usize, page: usize, f: impl FnOnce(&NolibcAlloc<FakeSource>)) {
+    let arena = Arena::new(BUF);
+    // SAFETY: the buffer outlives the allocator, which is dropped inside.
+    let source = unsafe { FakeSource::new(arena.mem, BUF, brk_bytes, page) };
+    let alloc = NolibcAlloc::with_source(source, config);
+    f(&alloc);
+    drop(alloc);
+    drop(arena);
+}
+
+fn brk_config() -> Config {
+    Config::new().use_brk(true)
+}
+
+fn mmap_config() -> Config {
+    Config::new().use_brk(false)
+}
+
+fn fill(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: the block has `len` bytes.
+        unsafe { p.add(i).write(seed.wrapping_add(i as u8)) };
+    }
+}
+
+fn verify(p: *const u8, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: the block has `len` bytes.
+        assert_eq!(unsafe { p.add(i).read() }, seed.wrapping_add(i as u8), "byte {i}");
+    }
+}
+
+#[test]
+fn small_slots_are_distinct_aligned_and_reused() {
+    with_alloc(brk_config(), 64 << 20, 4096, |a| {
+        let layout = Layout::from_size_align(24, 8).unwrap();
+        let mut ptrs = Vec::new();
+        for i in 0..300 {
+            // SAFETY: non-zero layout.
+            let p = unsafe { a.alloc(layout) };
+            assert!(!p.is_null());
+            assert_eq!(p as usize % 8, 0);
+            fill(p, 24, i as u8);
+            ptrs.push(p);
+            a.validate();
+        }
+        for (i, &p) in ptrs.iter().enumerate() {
+            verify(p, 24, i as u8);
+        }
+        let mut sorted = ptrs.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ptrs.len());
+        for &p in &ptrs[..150] {
+            // SAFETY: allocated above with this layout.
+            unsafe { a.dealloc(p, layout) };
+            a.validate();
+        }
+        // Freed slots are reused before fresh ones.
+        // SAFETY: non-zero layout.
+        let again = unsafe { a.alloc(layout) };
+        assert!(ptrs[..150].contains(&again));
+        assert_eq!(a.stats().in_use_bytes, 151 * 32);
+        // Slots come from the brk segment.
+        assert!(a.source().brk_bytes() > 0);
+        assert_eq!(a.source().mapped_bytes(), 0);
+    });
+}
+
+#[test]
+fn every_class_and_alignment_round_trips() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let step = if cfg!(miri) { 8 } else { 1 };
+        for c in (0..CLASSES.len()).step_by(step) {
+            let size = CLASSES[c].size as usize;
+            for align in [1usize, 8, 16, 64, 4096] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: non-zero layout.
+                let p = unsafe { a.alloc(layout) };
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                fill(p, size.min(64), c as u8);
+                verify(p, size.min(64), c as u8);
+                // SAFETY: allocated above.
+                unsafe { a.dealloc(p, layout) };
+            }
+        }
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+fn empty_runs_and_regions_go_back() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let layout = Layout::from_size_align(4000, 8).unwrap();
+        let n = if cfg!(miri) { 200 } else { 3000 };
+        let ptrs: Vec<_> = (0..n)
+            .map(|_| {
+                // SAFETY: non-zero layout.
+                let p = unsafe { a.alloc(layout) };
+                assert!(!p.is_null());
+                p
+            })
+            .collect();
+        let peak = a.source().mapped_bytes();
+        assert!(peak >= n * 4000);
+        for p in ptrs {
+            // SAFETY: allocated above.
+            unsafe { a.dealloc(p, layout) };
+        }
+        a.validate();
+        // At most one small region and the cached runs stay.
+        assert!(a.source().mapped_bytes() <= crate::medium::FIRST_REGION_BYTES, "{}", a.source().mapped_bytes());
+        a.trim();
+        a.validate();
+        assert!(a.region_count() <= 1);
+    });
+}
+
+#[test]
+fn brk_region_grows_and_comes_back_down() {
+    with_alloc(brk_config(), 128 << 20, 4096, |a| {
+        let layout = Layout::from_size_align(100_000, 16).unwrap();
+        let n = if cfg!(miri) { 20 } else { 200 };
+        let ptrs: Vec<_> = (0..n)
+            .map(|_| {
+                // SAFETY: non-zero layout.
+                unsafe { a.alloc(layout) }
+            })
+            .collect();
+        assert!(ptrs.iter().all(|p| !p.is_null()));
+        let grown = a.source().brk_bytes();
+        assert!(grown >= n * 100_000, "brk grew to {grown}");
+        assert_eq!(a.source().mapped_bytes(), 0);
+        for p in ptrs {
+            // SAFETY: allocated above.
+            unsafe { a.dealloc(p, layout) };
+        }
+        a.trim();
+        a.validate();
+        assert_eq!(a.source().brk_bytes(), 0, "the break came back down");
+        assert_eq!(a.stats().brk_bytes, 0);
+    });
+}
+
+#[test]
+fn brk_failure_falls_back_to_mmap_regions() {
+    with_alloc(brk_config(), 64 << 20, 4096, |a| {
+        a.source().set_brk_limit(0); // a mapping sits right above the break
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let n = if cfg!(miri) { 100 } else { 20_000 };
+        for _ in 0..n {
+            // SAFETY: non-zero layout.
+            assert!(!unsafe { a.alloc(layout) }.is_null());
+        }
+        assert_eq!(a.source().brk_bytes(), 0);
+        assert!(a.source().mapped_bytes() >= n * 64);
+        let s = a.stats();
+        assert_eq!(s.syscalls.brk, 1, "brk is not retried after it failed");
+        a.validate();
+    });
+}
+
+#[test]
+fn out_of_memory_returns_null_and_recovers() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let big = Layout::from_size_align(BUF / 2, 16).unwrap();
+        // SAFETY: non-zero layouts.
+        unsafe {
+            let p = a.alloc(big);
+            assert!(!p.is_null());
+            assert!(a.alloc(big).is_null(), "second half-buffer block cannot fit");
+            a.dealloc(p, big);
+            let q = a.alloc(big);
+            assert!(!q.is_null(), "works again after a free");
+            a.dealloc(q, big);
+        }
+        // The Nth call fails: every tier returns null, nothing breaks.
+        for n in 0..3 {
+            a.source().fail_nth(n);
+            let mut got = Vec::new();
+            for size in [16usize, 5000, 40_000, 300_000] {
+                let l = Layout::from_size_align(size, 16).unwrap();
+                // SAFETY: non-zero layout.
+                let p = unsafe { a.alloc(l) };
+                if !p.is_null() {
+                    got.push((p, l));
+                }
+            }
+            a.validate();
+            for (p, l) in got {
+                // SAFETY: allocated above.
+                unsafe { a.dealloc(p, l) };
+            }
+        }
+        a.validate();
+    });
+}
+
+#[test]
+fn large_blocks_map_remap_and_adapt() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let l = Layout::from_size_align(200_000, 16).unwrap();
+        // SAFETY: non-zero layouts; blocks used within their sizes.
+        unsafe {
+            let p = a.alloc_zeroed(l);
+            assert!(!p.is_null());
+            verify_zero(p, 200_000);
+            fill(p, 200_000, 7);
+            let q = a.realloc(p, l, 3_000_000);
+            assert!(!q.is_null());
+            verify(q, 200_000, 7);
+            // Growth by small steps reserves room: the second step needs no call.
+            let q = a.realloc(q, Layout::from_size_align(3_000_000, 16).unwrap(), 3_004_096);
+            let calls = a.stats().syscalls.mremap;
+            let r = a.realloc(q, Layout::from_size_align(3_004_096, 16).unwrap(), 3_008_192);
+            assert_eq!(a.stats().syscalls.mremap, calls);
+            verify(r, 200_000, 7);
+            a.dealloc(r, Layout::from_size_align(3_008_192, 16).unwrap());
+        }
+        assert!(a.mmap_threshold() > 128 << 10, "threshold rose after a large free");
+        assert_eq!(a.stats().in_use_bytes, 0);
+        a.validate();
+    });
+}
+
+fn verify_zero(p: *const u8, len: usize) {
+    for i in (0..len).step_by(if cfg!(miri) { 997 } else { 1 }) {
+        // SAFETY: the block has `len` bytes.
+        assert_eq!(unsafe { p.add(i).read() }, 0, "byte {i}");
+    }
+}
+
+#[test]
+fn over_aligned_blocks() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        for align in [8192usize, 65536, 1 << 20] {
+            for size in [1usize, 100, 150_000] {
+                let l = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: non-zero layout.
+                let p = unsafe { a.alloc(l) };
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0);
+                fill(p, size.min(256), 3);
+                // SAFETY: allocated above.
+                unsafe { a.dealloc(p, l) };
+            }
+        }
+        assert_eq!(a.stats().in_use_bytes, 0);
+        a.validate();
+    });
+}
+
+#[test]
+fn realloc_in_place_and_moving_keeps_contents() {
+    with_alloc(brk_config(), 64 << 20, 4096, |a| {
+        let mut size = 1usize;
+        let mut layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: non-zero layout.
+        let mut p = unsafe { a.alloc(layout) };
+        fill(p, size, 1);
+        let top = if cfg!(miri) { 300_000 } else { 3_000_000 };
+        while size < top {
+            let new = size * 3 / 2 + 1;
+            // SAFETY: p is live with `layout`.
+            p = unsafe { a.realloc(p, layout, new) };
+            assert!(!p.is_null());
+            verify(p, size.min(4096), 1);
+            fill(p, new.min(4096), 1);
+            size = new;
+            layout = Layout::from_size_align(size, 8).unwrap();
+            a.validate();
+        }
+        while size > 1 {
+            let new = size / 3;
+            // SAFETY: p is live with `layout`.
+            p = unsafe { a.realloc(p, layout, new.max(1)) };
+            size = new.max(1);
+            verify(p, size.min(4096), 1);
+            layout = Layout::from_size_align(size, 8).unwrap();
+        }
+        // SAFETY: p is live.
+        unsafe { a.dealloc(p, layout) };
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+fn sixty_four_k_pages() {
+    with_alloc(brk_config(), 64 << 20, 65536, |a| {
+        let mut v = Vec::new();
+        for size in [8usize, 1000, 70_000, 131_072, 1 << 20] {
+            let l = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: non-zero layout.
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            fill(p, size.min(512), 9);
+            v.push((p, l));
+        }
+        for (p, l) in v {
+            verify(p, l.size().min(512), 9);
+            // SAFETY: allocated above.
+            unsafe { a.dealloc(p, l) };
+        }
+        a.validate();
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: double free")]
+fn double_free_of_a_slot_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let l = Layout::from_size_align(48, 8).unwrap();
+        // SAFETY: the second free is the misuse under test; it stops before harm.
+        unsafe {
+            let keep = a.alloc(l);
+            let p = a.alloc(l);
+            a.dealloc(p, l);
+            a.dealloc(p, l);
+            a.dealloc(keep, l);
+        }
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: double free")]
+fn double_free_of_a_medium_block_is_caught() {
+    with_alloc(mmap_config().mmap_threshold(1 << 20), 0, 4096, |a| {
+        let l = Layout::from_size_align(300_000, 8).unwrap();
+        // SAFETY: the second free is the misuse under test.
+        unsafe {
+            let keep = a.alloc(l);
+            let p = a.alloc(l);
+            a.dealloc(p, l);
+            a.dealloc(p, l);
+            a.dealloc(keep, l);
+        }
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: invalid pointer")]
+fn interior_pointer_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let l = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: the bad free is the misuse under test.
+        unsafe {
+            let p = a.alloc(l);
+            a.dealloc(p.add(8), l);
+        }
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: wrong layout")]
+fn wrong_class_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let l = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: the bad free is the misuse under test.
+        unsafe {
+            let p = a.alloc(l);
+            a.dealloc(p, Layout::from_size_align(4096, 8).unwrap());
+        }
+    });
+}
+
+/// A small deterministic PRNG (splitmix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random operations against a shadow model: contents, alignment, no overlap.
+fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let mut live: Vec<(usize, Layout, u8)> = Vec::new();
+    for step in 0..steps {
+        let op = rng.below(10);
+        if (op < 5 || live.is_empty()) && live.len() < 300 {
+            let size = match rng.below(10) {
+                0..=6 => 1 + rng.below(600) as usize,
+                7 | 8 => 1 + rng.below(MAX_CLASS_BYTES as u64 + 1000) as usize,
+                _ => 1 + rng.below(2 << 20) as usize,
+            };
+            let wide = rng.below(8) == 0;
+            let align = 1usize << rng.below(if wide { 17 } else { 5 });
+            let layout = Layout::from_size_align(size, align).unwrap();
+            let zero = rng.below(4) == 0;
+            // SAFETY: non-zero layout.
+            let p = unsafe { if zero { a.alloc_zeroed(layout) } else { a.alloc(layout) } };
+            assert!(!p.is_null(), "step {step}: OOM for {layout:?}");
+            assert_eq!(p as usize % align, 0);
+            if zero {
+                verify_zero(p, size.min(2048));
+            }
+            let tag = step as u8;
+            fill(p, size.min(2048), tag);
+            live.push((p as usize, layout, tag));
+        } else if op < 8 {
+            let i = rng.below(live.len() as u64) as usize;
+            let (p, layout, tag) = live.swap_remove(i);
+            verify(p as *const u8, layout.size().min(2048), tag);
+            // SAFETY: live block with its layout.
+            unsafe { a.dealloc(p as *mut u8, layout) };
+        } else {
+            let i = rng.below(live.len() as u64) as usize;
+            let (p, layout, tag) = live[i];
+            let new_size = match rng.below(3) {
+                0 => layout.size(),
+                1 => 1 + rng.below(layout.size() as u64) as usize,
+                _ => layout.size() + 1 + rng.below(300_000) as usize,
+            };
+            // SAFETY: live block with its layout.
+            let q = unsafe { a.realloc(p as *mut u8, layout, new_size) };
+            assert!(!q.is_null(), "step {step}: realloc {layout:?} to {new_size}: {:?} fake mapped {} brk {}", a.stats(), a.source().mapped_bytes(), a.source().brk_bytes());
+            assert_eq!(q as usize % layout.align(), 0);
+            verify(q, layout.size().min(new_size).min(2048), tag);
+            let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap();
+            fill(q, new_size.min(2048), tag);
+            live[i] = (q as usize, new_layout, tag);
+        }
+        // No two live blocks overlap.
+        if step % 64 == 0 || cfg!(miri) {
+            let mut ranges: Vec<_> = live.iter().map(|&(p, l, _)| (p, p + l.size())).collect();
+            ranges.sort();
+            for w in ranges.windows(2) {
+                assert!(w[0].1 <= w[1].0, "step {step}: overlap {:x?}", w);
+            }
+            a.validate();
+        }
+    }
+    for (p, layout, tag) in live {
+        verify(p as *const u8, layout.size().min(2048), tag);
+        // SAFETY: live block with its layout.
+        unsafe { a.dealloc(p as *mut u8, layout) };
+    }
+    a.validate();
+    assert_eq!(a.stats().in_use_bytes, 0);
+}
+
+#[test]
+fn model_random_ops_brk() {
+    with_alloc(brk_config(), 96 << 20, 4096, |a| model_run(a, if cfg!(miri) { 300 } else { 20_000 }, 1));
+}
+
+#[test]
+fn model_random_ops_mmap() {
+    with_alloc(mmap_config(), 0, 4096, |a| model_run(a, if cfg!(miri) { 300 } else { 20_000 }, 2));
+}
+
+#[test]
+fn model_random_ops_fixed_threshold_64k_pages() {
+    with_alloc(brk_config().mmap_threshold(64 << 10), 96 << 20, 65536, |a| {
+        model_run(a, if cfg!(miri) { 200 } else { 10_000 }, 3)
+    });
+}
