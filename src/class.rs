@@ -1,20 +1,22 @@
 //! Size classes: the pure arithmetic of the small tier.
 //!
-//! Classes are 8 and 16, then every multiple of 16 up to 128, then four per
-//! doubling (like jemalloc): 160, 192, 224, 256, 320, … up to 128 KiB. A
+//! Classes are every multiple of 16 up to 128, then four per doubling (like
+//! jemalloc): 160, 192, 224, 256, 320, … up to 128 KiB — 48 classes. A
 //! request is served by the smallest class at least as large whose natural
 //! alignment (the largest power of two dividing it, at most 4 KiB) covers the
-//! requested alignment. Worst-case internal waste: 7 bytes for 1-byte
-//! requests of class 8, then below 50 % at 17 B (class 32), below 25 % above
-//! 128 B (129 B in class 160 wastes 31 B = 19.4 %; the bound is the class
-//! step, a quarter of the lower power of two).
+//! requested alignment. Worst-case internal waste: 15 bytes for 1-byte
+//! requests (class 16; glibc's smallest chunk is 32 bytes), below 50 % up to
+//! 128 B, and below 25 % above 128 B (129 B in class 160 wastes 31 B =
+//! 19.4 %; the bound is the class step, a quarter of the lower power of two).
+//! 16 bytes is the smallest slot because a free slot holds two words: the
+//! free-list link and a marker that catches a double free.
 //!
 //! Each class carves its slots from *runs* of [`RUN_BYTES_SMALL`],
 //! [`RUN_BYTES_MID`] or [`RUN_BYTES_BIG`] bytes, aligned to their own size so
 //! that a slot finds its run by masking its address.
 
 /// Number of size classes.
-pub const CLASS_COUNT: usize = 49;
+pub const CLASS_COUNT: usize = 48;
 /// The largest class.
 pub const MAX_CLASS_BYTES: usize = 128 << 10;
 /// Alignment that every slot of a class with a large enough size has at most.
@@ -28,7 +30,7 @@ pub const RUN_BYTES_MID: usize = 256 << 10;
 pub const RUN_BYTES_BIG: usize = 1 << 20;
 
 /// Bytes of the fixed part of a run header (see `small::Run`).
-pub const RUN_HEADER_BYTES: usize = 96;
+pub const RUN_HEADER_BYTES: usize = 64;
 
 /// What the small tier needs to know about one class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,20 +39,18 @@ pub struct ClassInfo {
     pub size: u32,
     /// Run size in bytes (a power of two; runs are aligned to it).
     pub run_bytes: u32,
-    /// Offset of slot 0 from the run start (after header and bitmap).
+    /// Offset of slot 0 from the run start (after the header).
     pub slot0: u32,
     /// Slots per run.
     pub slots: u32,
 }
 
 const fn class_size(index: usize) -> usize {
-    if index == 0 {
-        8
-    } else if index <= 8 {
-        index * 16
+    if index < 8 {
+        (index + 1) * 16
     } else {
-        // index 9.. : four per doubling starting at 160 = 128 + 32.
-        let k = index - 9;
+        // index 8.. : four per doubling starting at 160 = 128 + 32.
+        let k = index - 8;
         let octave = k / 4; // 0 → [128, 256)
         let step = k % 4 + 1;
         let base = 128usize << octave;
@@ -85,16 +85,9 @@ const fn align_up(x: usize, a: usize) -> usize {
 const fn info(index: usize) -> ClassInfo {
     let size = class_size(index);
     let run = run_bytes_for(size);
-    // Solve for the slot count: header + bitmap + padding + slots <= run.
-    let mut slots = (run - RUN_HEADER_BYTES) / size;
-    loop {
-        let bitmap = align_up(slots, 64) / 8;
-        let slot0 = align_up(RUN_HEADER_BYTES + bitmap, natural_align(size));
-        if slot0 + slots * size <= run {
-            return ClassInfo { size: size as u32, run_bytes: run as u32, slot0: slot0 as u32, slots: slots as u32 };
-        }
-        slots -= 1;
-    }
+    let slot0 = align_up(RUN_HEADER_BYTES, natural_align(size));
+    let slots = (run - slot0) / size;
+    ClassInfo { size: size as u32, run_bytes: run as u32, slot0: slot0 as u32, slots: slots as u32 }
 }
 
 const fn build_table() -> [ClassInfo; CLASS_COUNT] {
@@ -113,7 +106,7 @@ pub static CLASSES: [ClassInfo; CLASS_COUNT] = build_table();
 /// Class of sizes 1..=1024 by `(size + 7) / 8`: one table load on the hot path.
 static SMALL_LOOKUP: [u8; 129] = {
     let mut t = [0u8; 129];
-    let mut i = 1; // t[0] (size 0) stays class 0
+    let mut i = 1; // t[0] (size 0) stays class 0 (16 bytes)
     while i <= 128 {
         let size = i * 8;
         let mut c = 0;
@@ -128,12 +121,12 @@ static SMALL_LOOKUP: [u8; 129] = {
 
 const _: () = {
     assert!(class_size(CLASS_COUNT - 1) == MAX_CLASS_BYTES);
-    assert!(class_size(9) == 160 && class_size(12) == 256 && class_size(13) == 320);
+    assert!(class_size(0) == 16 && class_size(7) == 128);
+    assert!(class_size(8) == 160 && class_size(11) == 256 && class_size(12) == 320);
     let mut i = 0;
     while i < CLASS_COUNT {
         let c = info(i);
         assert!(c.slots >= 7);
-        assert!(c.slots as usize <= 64 * 128); // bitmap fits 128 words
         if i > 0 {
             assert!(class_size(i) > class_size(i - 1));
         }
@@ -183,7 +176,7 @@ fn class_above_1k(size: usize) -> Option<usize> {
     let base = 1usize << k;
     let quarter = base >> 2;
     let step = (size - base).div_ceil(quarter); // 1..=4
-    Some(9 + (k - 7) * 4 + step - 1)
+    Some(8 + (k - 7) * 4 + step - 1)
 }
 
 #[cfg(test)]
@@ -201,7 +194,8 @@ mod tests {
     #[test]
     fn class_for_matches_linear_search() {
         for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
-            for size in 0..=(MAX_CLASS_BYTES + 10) {
+            let step = if cfg!(miri) { 997 } else { 1 };
+            for size in (0..=(MAX_CLASS_BYTES + 10)).step_by(step) {
                 assert_eq!(class_for(size, align), slow_class_for(size, align), "size {size} align {align}");
             }
         }
@@ -209,16 +203,12 @@ mod tests {
     }
 
     #[test]
-    fn runs_hold_header_bitmap_and_slots() {
+    fn runs_hold_header_and_slots() {
         for (i, c) in CLASSES.iter().enumerate() {
-            let bitmap = (c.slots as usize).div_ceil(64) * 8;
-            assert!(c.slot0 as usize >= RUN_HEADER_BYTES + bitmap, "class {i}");
+            assert!(c.slot0 as usize >= RUN_HEADER_BYTES, "class {i}");
             assert_eq!(c.slot0 as usize % natural_align(c.size as usize), 0);
             assert!(c.slot0 as usize + c.slots as usize * c.size as usize <= c.run_bytes as usize);
-            // No room left for one more slot.
-            let more = c.slots as usize + 1;
-            let slot0 = (RUN_HEADER_BYTES + more.div_ceil(64) * 8).next_multiple_of(natural_align(c.size as usize));
-            assert!(slot0 + more * c.size as usize > c.run_bytes as usize, "class {i} could hold more");
+            assert!(c.slot0 as usize + (c.slots as usize + 1) * c.size as usize > c.run_bytes as usize);
         }
     }
 

@@ -124,7 +124,7 @@ impl<S: Source> NolibcAlloc<S> {
     pub fn trim(&self) -> usize {
         let mut released = 0;
         for arena in &self.arenas {
-            let mut runs = [(NonNull::<u8>::dangling(), 0usize, 0usize); 16];
+            let mut runs = [(NonNull::<u8>::dangling(), 0usize, ptr::null_mut::<u8>()); 16];
             loop {
                 let mut n = 0;
                 arena.lock().drain_empty(|mem, bytes, region| {
@@ -193,7 +193,7 @@ impl<S: Source> NolibcAlloc<S> {
         match got {
             // SAFETY: the core handed us `bytes` aligned to `bytes`.
             Some((mem, region)) => unsafe {
-                arena.alloc_from_new_run(class, mem, index, region.as_ptr() as usize).as_ptr()
+                arena.alloc_from_new_run(class, mem, index, region.as_ptr().cast()).as_ptr()
             },
             None => ptr::null_mut(),
         }
@@ -222,14 +222,14 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// The run is unlinked from its arena and nothing uses it.
-    unsafe fn release_run(&self, mem: NonNull<u8>, bytes: usize, region: usize, trim_threshold: usize) {
+    unsafe fn release_run(&self, mem: NonNull<u8>, bytes: usize, region: *mut u8, trim_threshold: usize) {
         let page = self.os.page();
         if bytes > page {
             // Keep the first page: the heap writes its hole header there.
             // SAFETY: the run is ours and its contents are dead.
             unsafe { self.os.discard(NonNull::new_unchecked(mem.as_ptr().add(page)), bytes - page) };
         }
-        let Some(region) = NonNull::new(region as *mut Region) else {
+        let Some(region) = NonNull::new(region.cast::<Region>()) else {
             fault(Fault::Corrupt("run region"), mem.as_ptr() as usize);
         };
         // SAFETY: the run was allocated from this region with this layout.
@@ -327,7 +327,8 @@ impl<S: Source> NolibcAlloc<S> {
         }
         // SAFETY: non-slot blocks have a header.
         let (kind, owner, len, pad) = unsafe { large::read_header(ptr) };
-        let Some(owner) = NonNull::new(owner as *mut u8) else {
+        // The owner's header lies in the same region or mapping as the block.
+        let Some(owner) = NonNull::new(ptr.as_ptr().with_addr(owner)) else {
             fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
         };
         if len < pad + layout.size() {

@@ -149,7 +149,7 @@ unsafe impl Source for Linux {
 
     fn brk_current(&self) -> Option<NonNull<u8>> {
         // SAFETY: brk(0) only reads the break.
-        NonNull::new(unsafe { sys::kernel_brk(0) } as *mut u8)
+        NonNull::new(core::ptr::with_exposed_provenance_mut(unsafe { sys::kernel_brk(0) }))
     }
 
     unsafe fn brk(&self, addr: NonNull<u8>) -> bool {
@@ -171,7 +171,7 @@ unsafe impl Source for Linux {
     fn map(&self, len: usize) -> Option<NonNull<u8>> {
         // SAFETY: a fresh anonymous mapping at an address the kernel picks.
         let addr = unsafe { sys::mmap_anon(0, len, sys::PROT_RW, sys::MAP_PRIVATE_ANON) }.ok()?;
-        NonNull::new(addr as *mut u8)
+        NonNull::new(core::ptr::with_exposed_provenance_mut(addr))
     }
 
     unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
@@ -182,7 +182,7 @@ unsafe impl Source for Linux {
     unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
         // SAFETY: the caller owns the mapping.
         let addr = unsafe { sys::mremap(ptr.as_ptr() as usize, old_len, new_len, sys::MREMAP_MAYMOVE) }.ok()?;
-        NonNull::new(addr as *mut u8)
+        NonNull::new(core::ptr::with_exposed_provenance_mut(addr))
     }
 
     unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {

@@ -1,7 +1,9 @@
 //! Small tier: slots of one size class carved from runs.
 //!
 //! A *run* is a block of `run_bytes` from the core, aligned to its size, that
-//! starts with a [`Run`] header and an allocation bitmap, then slots. Each run
+//! starts with a [`Run`] header, then slots. A free slot holds the free-list
+//! link and a marker (its address ^ a constant) that a second free finds:
+//! double-free detection without touching another cache line. Each run
 //! keeps its own free list and live count; each [`Arena`] keeps, per class, a
 //! list of the runs that have free slots. Alloc and free are O(1). A run that
 //! becomes empty is given back to the core unless it fits in the arena's small
@@ -14,6 +16,8 @@ use crate::fault::{fault, Fault};
 
 /// Mixed into a run's address to make its `check` word.
 const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
+/// Mixed into a free slot's address to make its marker.
+const FREE_MAGIC: usize = 0x6672_6565_736c_6f74u64 as usize; // "freeslot"
 
 /// Header at the start of every run.
 #[repr(C)]
@@ -29,10 +33,10 @@ pub(crate) struct Run {
     /// Free slots handed back, linked through their first word.
     free: *mut FreeSlot,
     /// Region the run came from (opaque to this tier).
-    pub(crate) region: usize,
+    pub(crate) region: *mut u8,
     /// Slots carved so far; slots at or above it were never handed out.
     bump: u32,
-    /// Slots in use. Invariant: `live` = number of set bits in the bitmap.
+    /// Slots in use. Invariant: `live + free-list length = bump`.
     live: u32,
     /// Size class index.
     class: u8,
@@ -46,6 +50,8 @@ const _: () = assert!(core::mem::size_of::<Run>() <= RUN_HEADER_BYTES);
 #[repr(C)]
 struct FreeSlot {
     next: *mut FreeSlot,
+    /// `address ^ FREE_MAGIC` while free; cleared when handed out.
+    marker: usize,
 }
 
 /// Per-class state of an arena.
@@ -76,7 +82,7 @@ pub(crate) enum Freed {
     Done,
     /// The run is empty and unlinked: give it back to the core
     /// (run address, run bytes, region).
-    ReleaseRun(NonNull<u8>, usize, usize),
+    ReleaseRun(NonNull<u8>, usize, *mut u8),
 }
 
 impl Arena {
@@ -111,12 +117,12 @@ impl Arena {
         class: usize,
         mem: NonNull<u8>,
         arena_index: usize,
-        region: usize,
+        region: *mut u8,
     ) -> NonNull<u8> {
         let info = &CLASSES[class];
         let run = mem.as_ptr().cast::<Run>();
         // SAFETY: the caller hands us `run_bytes` of memory, enough for the
-        // header and bitmap; nobody else sees it yet.
+        // header; nobody else sees it yet.
         unsafe {
             run.write(Run {
                 check: run as usize ^ RUN_MAGIC,
@@ -130,7 +136,6 @@ impl Arena {
                 class: class as u8,
                 listed: false,
             });
-            ptr::write_bytes(bitmap(run), 0, (info.slots as usize).div_ceil(64));
             // A new run counts as cached-empty until its first slot is taken.
             self.cached_empty_bytes += info.run_bytes as usize;
             self.push(run);
@@ -149,15 +154,15 @@ impl Arena {
             let slot = if !r.free.is_null() {
                 let s = r.free;
                 r.free = (*s).next;
+                (*s).marker = 0;
                 s.cast::<u8>()
             } else {
                 let s = run.cast::<u8>().add(info.slot0 as usize + r.bump as usize * info.size as usize);
                 r.bump += 1;
+                // Memory reused from an old run may hold a stale marker.
+                (*s.cast::<FreeSlot>()).marker = 0;
                 s
             };
-            let index = (slot as usize - run as usize - info.slot0 as usize) / info.size as usize;
-            let word = bitmap(run).add(index / 64);
-            *word |= 1 << (index % 64);
             if r.live == 0 {
                 self.cached_empty_bytes -= info.run_bytes as usize;
             }
@@ -188,14 +193,13 @@ impl Arena {
             if index >= r.bump as usize {
                 fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
             }
-            let word = bitmap(run).add(index / 64);
-            let bit = 1u64 << (index % 64);
-            if *word & bit == 0 {
+            let slot = ptr.as_ptr().cast::<FreeSlot>();
+            let marker = slot as usize ^ FREE_MAGIC;
+            if (*slot).marker == marker {
                 fault(Fault::DoubleFree, ptr.as_ptr() as usize);
             }
-            *word &= !bit;
-            let slot = ptr.as_ptr().cast::<FreeSlot>();
             (*slot).next = r.free;
+            (*slot).marker = marker;
             r.free = slot;
             r.live -= 1;
             self.in_use_bytes -= info.size as usize;
@@ -218,7 +222,7 @@ impl Arena {
 
     /// Offers every cached empty run to `take` (run, bytes, region); unlinks
     /// those it accepts (it returns `true`).
-    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, usize) -> bool) {
+    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, *mut u8) -> bool) {
         for class in 0..CLASS_COUNT {
             let mut run = self.classes[class].head;
             while !run.is_null() {
@@ -303,7 +307,7 @@ impl Arena {
     }
 }
 
-/// Checks one run: free list, bitmap and counts agree.
+/// Checks one run: its free list and counts agree.
 ///
 /// # Safety
 /// `run` is a live run of class `info`.
@@ -313,12 +317,6 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
     unsafe {
         let r = &*run;
         check(r.bump <= info.slots, "bump within the run");
-        let words = (info.slots as usize).div_ceil(64);
-        let mut set = 0;
-        for w in 0..words {
-            set += (*bitmap(run).add(w)).count_ones();
-        }
-        check(set == r.live, "live count = bitmap population");
         let mut free = 0;
         let mut slot = r.free;
         while !slot.is_null() {
@@ -327,7 +325,7 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
             let index = (off - info.slot0 as usize) / info.size as usize;
             check((off - info.slot0 as usize) % info.size as usize == 0, "free slot on a slot boundary");
             check(index < r.bump as usize, "free slot was carved");
-            check(*bitmap(run).add(index / 64) & (1 << (index % 64)) == 0, "free slot not marked live");
+            check((*slot).marker == slot as usize ^ FREE_MAGIC, "free slot marker");
             free += 1;
             check(free <= info.slots, "free list has no cycle");
             slot = (*slot).next;
@@ -340,16 +338,6 @@ fn check(ok: bool, what: &'static str) {
     if !ok {
         fault(Fault::Corrupt(what), 0);
     }
-}
-
-/// The allocation bitmap that follows a run header.
-///
-/// # Safety
-/// `run` points at a run.
-#[inline]
-unsafe fn bitmap(run: *mut Run) -> *mut u64 {
-    // SAFETY: the bitmap starts right after the fixed header, inside the run.
-    unsafe { run.cast::<u8>().add(RUN_HEADER_BYTES).cast::<u64>() }
 }
 
 /// Finds and checks the run holding a slot of `class` at `ptr`. Stops the
