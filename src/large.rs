@@ -94,6 +94,17 @@ pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usi
     (kind, h.owner, h.len, h.pad_tag & !1)
 }
 
+/// Whether the 32 bytes before `user` are the header of a live block.
+///
+/// # Safety
+/// The 32 bytes before `user` are readable.
+#[inline]
+pub(crate) unsafe fn has_header(user: NonNull<u8>) -> bool {
+    let addr = user.as_ptr() as usize;
+    // SAFETY: the caller vouches the bytes are readable.
+    addr % 16 == 0 && unsafe { (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).check } == addr ^ LIVE_MAGIC
+}
+
 /// Marks the block at `user` freed (before it goes back to its owner).
 ///
 /// # Safety

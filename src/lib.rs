@@ -382,12 +382,81 @@ impl<S: Source> NolibcAlloc<S> {
         }
     }
 
+    /// Finds the tier of a live block from its address alone (for C's
+    /// `free`, which has no size): a live block header in front of it means
+    /// medium or large, else the run found by probing (see `small::find_run`).
+    ///
     /// # Safety
-    /// As [`GlobalAlloc::realloc`].
-    unsafe fn realloc_inner(&self, ptr: NonNull<u8>, layout: Layout, new_size: usize) -> *mut u8 {
-        let align = layout.align();
-        // SAFETY: the caller vouches for ptr and layout.
-        let block = unsafe { self.locate(ptr, layout) };
+    /// `ptr` was returned by this allocator and is live (checked in part).
+    unsafe fn locate_unsized(&self, ptr: NonNull<u8>) -> (Block, usize) {
+        // Slots start at least 64 bytes into their run, blocks have their
+        // header: the 32 bytes in front are readable either way.
+        // SAFETY: see above.
+        if unsafe { large::has_header(ptr) } {
+            // SAFETY: a live header.
+            let (kind, owner, len, pad) = unsafe { large::read_header(ptr) };
+            let owner = ptr.as_ptr().with_addr(owner);
+            // SAFETY: owner addresses are never null.
+            let owner = unsafe { NonNull::new_unchecked(owner) };
+            let block = match kind {
+                Owner::Medium => Block::Medium { region: owner.cast(), len, pad },
+                Owner::Large => Block::Large { map: owner, len, pad },
+            };
+            return (block, len - pad);
+        }
+        // SAFETY: not a block with a header, so a slot.
+        match unsafe { small::find_run(ptr) } {
+            Some((_, class)) => (Block::Small(class), CLASSES[class].size as usize),
+            None => fault(Fault::InvalidPointer, ptr.as_ptr() as usize),
+        }
+    }
+
+    /// Frees a block knowing only its address (C's `free`).
+    ///
+    /// # Safety
+    /// `ptr` was returned by this allocator and is live.
+    pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe {
+            let (block, _) = self.locate_unsized(ptr);
+            self.dealloc_located(ptr, block);
+        }
+    }
+
+    /// Usable bytes of a live block, from its address alone
+    /// (`malloc_usable_size`).
+    ///
+    /// # Safety
+    /// `ptr` was returned by this allocator and is live.
+    pub unsafe fn usable_size_unsized(&self, ptr: NonNull<u8>) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.locate_unsized(ptr).1 }
+    }
+
+    /// Resizes a block knowing only its address (C's `realloc`): keeps
+    /// `min(usable size, new_size)` bytes, aligned to `align` (C: 16);
+    /// returns null (the block intact) on failure.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this allocator and is live; `align` is a power of two.
+    pub unsafe fn realloc_unsized(&self, ptr: NonNull<u8>, new_size: usize, align: usize) -> *mut u8 {
+        if Layout::from_size_align(new_size, align).is_err() {
+            return ptr::null_mut();
+        }
+        // SAFETY: forwarded.
+        unsafe {
+            let (block, usable) = self.locate_unsized(ptr);
+            self.realloc_located(ptr, block, usable, align, new_size)
+        }
+    }
+
+    /// Resizes the block at `ptr`, located as `block`, holding `old_size`
+    /// bytes, to `new_size` bytes aligned to `align`.
+    ///
+    /// # Safety
+    /// `ptr` is live and located as `block`; `new_size` and `align` make a
+    /// valid layout; if the block may stay in place, its alignment is `align`.
+    unsafe fn realloc_located(&self, ptr: NonNull<u8>, block: Block, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
         match block {
             Block::Small(class) => {
                 if self.small_class(new_size, align) == Some(class) {
@@ -422,7 +491,7 @@ impl<S: Source> NolibcAlloc<S> {
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct; copy what both hold.
             unsafe {
-                ptr::copy_nonoverlapping(ptr.as_ptr(), new, layout.size().min(new_size));
+                ptr::copy_nonoverlapping(ptr.as_ptr(), new, old_size.min(new_size));
                 self.dealloc_located(ptr, block);
             }
         }
@@ -518,6 +587,9 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
             fault(Fault::InvalidPointer, 0);
         };
         // SAFETY: forwarded from the caller.
-        unsafe { self.realloc_inner(ptr, layout, new_size) }
+        unsafe {
+            let block = self.locate(ptr, layout);
+            self.realloc_located(ptr, block, layout.size(), layout.align(), new_size)
+        }
     }
 }

@@ -370,6 +370,29 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
     unsafe { NonNull::new_unchecked(run) }
 }
 
+/// Finds the run holding the slot at `ptr` from the address alone (for
+/// `free` without a size): probes the run-size-aligned addresses below it,
+/// smallest run size first, for a live run header. Returns the run and class.
+///
+/// # Safety
+/// `ptr` lies in a run (the caller has ruled out medium and large blocks),
+/// so every probed address is inside that run and readable.
+pub(crate) unsafe fn find_run(ptr: NonNull<u8>) -> Option<(NonNull<Run>, usize)> {
+    let addr = ptr.as_ptr() as usize;
+    for run_bytes in [crate::class::RUN_BYTES_SMALL, crate::class::RUN_BYTES_MID, crate::class::RUN_BYTES_BIG] {
+        let run_addr = addr & !(run_bytes - 1);
+        let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
+        // SAFETY: the run holding `ptr` starts at or below `run_addr`.
+        let r = unsafe { &*run };
+        if r.check == run_addr ^ RUN_MAGIC && CLASSES[r.class as usize % CLASS_COUNT].run_bytes as usize == run_bytes {
+            let class = r.class as usize;
+            // SAFETY: a live run header; re-checked with its class.
+            return Some((unsafe { run_of(ptr, class) }, class));
+        }
+    }
+    None
+}
+
 /// The arena owning a checked run.
 ///
 /// # Safety

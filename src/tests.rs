@@ -500,3 +500,46 @@ fn model_random_ops_fixed_threshold_64k_pages() {
         model_run(a, if cfg!(miri) { 200 } else { 10_000 }, 3)
     });
 }
+
+#[test]
+fn unsized_entry_points_find_every_tier() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let cases = [(1usize, 16usize), (24, 16), (5000, 16), (40_000, 16), (120_000, 16), (300_000, 16), (100, 8192), (200_000, 1 << 16)];
+        for (size, align) in cases {
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: non-zero layout; the block is used within its size and
+            // freed once, through the unsized entry points.
+            unsafe {
+                let p = a.alloc(l);
+                assert!(!p.is_null());
+                let usable = a.usable_size_unsized(NonNull::new(p).unwrap());
+                assert!(usable >= size, "usable {usable} < {size}");
+                assert_eq!(usable, a.usable_size(NonNull::new(p).unwrap(), l));
+                fill(p, size.min(4096), 5);
+                let q = a.realloc_unsized(NonNull::new(p).unwrap(), size * 3, 16);
+                assert!(!q.is_null());
+                verify(q, size.min(4096), 5);
+                let q = a.realloc_unsized(NonNull::new(q).unwrap(), size / 2 + 1, 16);
+                verify(q, (size / 2 + 1).min(4096), 5);
+                a.free_unsized(NonNull::new(q).unwrap());
+            }
+            a.validate();
+        }
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: double free")]
+fn unsized_double_free_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        // SAFETY: the second free is the misuse under test.
+        unsafe {
+            let keep = a.alloc(Layout::from_size_align(40, 16).unwrap());
+            let p = NonNull::new(a.alloc(Layout::from_size_align(40, 16).unwrap())).unwrap();
+            a.free_unsized(p);
+            a.free_unsized(p);
+            a.free_unsized(NonNull::new(keep).unwrap());
+        }
+    });
+}
