@@ -35,7 +35,7 @@ use class::{class_for, CLASSES};
 use fault::{fault, Fault};
 use large::{Owner, HEADER_BYTES};
 use lock::{Guard, Mutex};
-use medium::{Core, Region, Release};
+use medium::{Core, Region, Release, Victim, PURGE_BATCH};
 use small::{Arena, Freed};
 
 /// Number of arenas of the small tier (each with its own lock).
@@ -146,6 +146,14 @@ impl<S: Source> NolibcAlloc<S> {
                 }
             }
         }
+        loop {
+            let (victims, n) = self.core.lock().drain_dirty();
+            if n == 0 {
+                break;
+            }
+            released += victims.iter().flatten().map(|v| v.bytes).sum::<usize>();
+            self.purge(&victims[..n]);
+        }
         released
     }
 
@@ -189,7 +197,13 @@ impl<S: Source> NolibcAlloc<S> {
             return p.as_ptr();
         }
         let bytes = CLASSES[class].run_bytes as usize;
-        let got = self.core.lock().alloc(&self.os, bytes, bytes);
+        let got = {
+            let mut core = self.core.lock();
+            match core.take_dirty(bytes) {
+                Some(run) => Some(run),
+                None => core.alloc(&self.os, bytes, bytes),
+            }
+        };
         match got {
             // SAFETY: the core handed us `bytes` aligned to `bytes`.
             Some((mem, region)) => unsafe {
@@ -218,23 +232,45 @@ impl<S: Source> NolibcAlloc<S> {
         }
     }
 
-    /// Gives an empty run back to the core, its pages back to the kernel first.
+    /// Gives an empty run back to the core, which keeps it dirty for reuse
+    /// and may pick older dirty runs to purge.
     ///
     /// # Safety
     /// The run is unlinked from its arena and nothing uses it.
-    unsafe fn release_run(&self, mem: NonNull<u8>, bytes: usize, region: *mut u8, trim_threshold: usize) {
-        let page = self.os.page();
-        if bytes > page {
-            // Keep the first page: the heap writes its hole header there.
-            // SAFETY: the run is ours and its contents are dead.
-            unsafe { self.os.discard(NonNull::new_unchecked(mem.as_ptr().add(page)), bytes - page) };
-        }
+    unsafe fn release_run(&self, mem: NonNull<u8>, bytes: usize, region: *mut u8, floor: usize) {
         let Some(region) = NonNull::new(region.cast::<Region>()) else {
             fault(Fault::Corrupt("run region"), mem.as_ptr() as usize);
         };
-        // SAFETY: the run was allocated from this region with this layout.
-        let release = unsafe { self.core.lock().dealloc(&self.os, mem, bytes, bytes, region, trim_threshold) };
-        self.finish(release);
+        // SAFETY: the caller hands the run over.
+        let (victims, n) = unsafe { self.core.lock().put_dirty(mem, bytes, region, floor) };
+        self.purge(&victims[..n]);
+    }
+
+    /// Discards the pages of dirty runs (outside any lock), then returns the
+    /// runs to their heaps, which may give regions back.
+    fn purge(&self, victims: &[Option<Victim>]) {
+        if victims.is_empty() {
+            return;
+        }
+        let page = self.os.page();
+        for v in victims.iter().flatten() {
+            if v.bytes > page {
+                // Keep the first page: the heap writes its hole header there.
+                // SAFETY: the run is ours alone (unlisted) and its contents are dead.
+                unsafe { self.os.discard(NonNull::new_unchecked(v.mem.as_ptr().add(page)), v.bytes - page) };
+            }
+        }
+        let mut releases = [const { Release::Nothing }; PURGE_BATCH];
+        {
+            let mut core = self.core.lock();
+            for (v, out) in victims.iter().flatten().zip(releases.iter_mut()) {
+                // SAFETY: the run was carved from this region with this layout.
+                *out = unsafe { core.dealloc(&self.os, v.mem, v.bytes, v.bytes, v.region, self.config.trim_threshold) };
+            }
+        }
+        for release in releases {
+            self.finish(release);
+        }
     }
 
     fn finish(&self, release: Release) {

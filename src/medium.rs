@@ -51,8 +51,41 @@ pub(crate) enum BrkState {
     Failed,
 }
 
+/// An empty run handed back by an arena and kept, dirty, for the next
+/// arena that needs a run of its size: reused without a system call or a
+/// page fault. Lives in the run's first bytes.
+#[repr(C)]
+struct DirtyRun {
+    next: *mut DirtyRun,
+    prev: *mut DirtyRun,
+    region: *mut Region,
+    bytes: usize,
+}
+
+/// Run sizes, one dirty list each.
+const RUN_SIZES: [usize; 3] = [crate::class::RUN_BYTES_SMALL, crate::class::RUN_BYTES_MID, crate::class::RUN_BYTES_BIG];
+
+/// Most runs purged per call of [`Core::put_dirty`].
+pub(crate) const PURGE_BATCH: usize = 4;
+
+/// A dirty run chosen to go back to its heap (after its pages are discarded).
+#[derive(Clone, Copy)]
+pub(crate) struct Victim {
+    pub mem: NonNull<u8>,
+    pub bytes: usize,
+    pub region: NonNull<Region>,
+}
+
 /// The core: every region, guarded by one lock.
 pub(crate) struct Core {
+    /// Dirty runs by size, newest first (`dirty[i]` holds runs of `RUN_SIZES[i]`).
+    dirty: [*mut DirtyRun; 3],
+    /// Oldest of each list.
+    dirty_tail: [*mut DirtyRun; 3],
+    /// Bytes in dirty runs. Invariant: the sum of the lists' run sizes.
+    dirty_bytes: usize,
+    /// Bytes carved from heaps and not returned (dirty runs included).
+    used_bytes: usize,
     /// Regions, newest first. Invariant: `regions` links exactly `region_count` live regions.
     regions: *mut Region,
     region_count: usize,
@@ -84,6 +117,10 @@ fn align_up(x: usize, a: usize) -> Option<usize> {
 impl Core {
     pub(crate) const fn new(use_brk: bool) -> Self {
         Core {
+            dirty: [ptr::null_mut(); 3],
+            dirty_tail: [ptr::null_mut(); 3],
+            dirty_bytes: 0,
+            used_bytes: 0,
             regions: ptr::null_mut(),
             region_count: 0,
             brk_region: ptr::null_mut(),
@@ -102,6 +139,7 @@ impl Core {
             // SAFETY: linked regions are live and ours under the lock.
             let r = unsafe { &mut *region };
             if let Ok(p) = r.heap.allocate_first_fit(layout) {
+                self.used_bytes += size;
                 // SAFETY: `region` is non-null.
                 return Some((p, unsafe { NonNull::new_unchecked(region) }));
             }
@@ -116,6 +154,7 @@ impl Core {
         // SAFETY: the region just got at least `need` free bytes at its end.
         let r = unsafe { &mut *region.as_ptr() };
         let p = r.heap.allocate_first_fit(layout).ok()?;
+        self.used_bytes += size;
         Some((p, region))
     }
 
@@ -144,6 +183,7 @@ impl Core {
         let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // SAFETY: block and layout as allocated.
         unsafe { r.heap.deallocate(ptr, layout) };
+        self.used_bytes -= size;
         let keep_last = self.region_count == 1 && r.len <= trim_threshold;
         // A brk region below a newer one cannot lower the break.
         let buried = r.brk && region != self.brk_region;
@@ -161,6 +201,95 @@ impl Core {
         } else {
             Release::Unmap(r.base, r.len)
         }
+    }
+
+    /// A dirty run of `bytes`, if one is kept.
+    pub(crate) fn take_dirty(&mut self, bytes: usize) -> Option<(NonNull<u8>, NonNull<Region>)> {
+        let i = RUN_SIZES.iter().position(|&b| b == bytes)?;
+        let run = self.dirty[i];
+        if run.is_null() {
+            return None;
+        }
+        // SAFETY: listed dirty runs are live memory of ours.
+        unsafe {
+            self.dirty[i] = (*run).next;
+            if (*run).next.is_null() {
+                self.dirty_tail[i] = ptr::null_mut();
+            } else {
+                (*(*run).next).prev = ptr::null_mut();
+            }
+            self.dirty_bytes -= bytes;
+            Some((NonNull::new_unchecked(run.cast()), NonNull::new_unchecked((*run).region)))
+        }
+    }
+
+    /// Keeps an empty run dirty; returns the oldest runs to purge so that the
+    /// dirty bytes stay within `max(floor, live bytes / 8)`.
+    ///
+    /// # Safety
+    /// The run (`bytes` long, one of the run sizes) came from `region` and is
+    /// unused.
+    pub(crate) unsafe fn put_dirty(
+        &mut self,
+        mem: NonNull<u8>,
+        bytes: usize,
+        region: NonNull<Region>,
+        floor: usize,
+    ) -> ([Option<Victim>; PURGE_BATCH], usize) {
+        let mut victims = [None; PURGE_BATCH];
+        let Some(i) = RUN_SIZES.iter().position(|&b| b == bytes) else {
+            victims[0] = Some(Victim { mem, bytes, region });
+            return (victims, 1);
+        };
+        let run = mem.as_ptr().cast::<DirtyRun>();
+        // SAFETY: the caller hands over the run.
+        unsafe {
+            run.write(DirtyRun { next: self.dirty[i], prev: ptr::null_mut(), region: region.as_ptr(), bytes });
+            if self.dirty[i].is_null() {
+                self.dirty_tail[i] = run;
+            } else {
+                (*self.dirty[i]).prev = run;
+            }
+        }
+        self.dirty[i] = run;
+        self.dirty_bytes += bytes;
+        let cap = floor.max((self.used_bytes - self.dirty_bytes) / 8);
+        let mut n = 0;
+        while self.dirty_bytes > cap && n < PURGE_BATCH {
+            // The largest size with a dirty run gives back its oldest.
+            let Some(j) = (0..3).rev().find(|&j| !self.dirty_tail[j].is_null()) else { break };
+            let old = self.dirty_tail[j];
+            // SAFETY: listed dirty runs are live memory of ours.
+            unsafe {
+                self.dirty_tail[j] = (*old).prev;
+                if (*old).prev.is_null() {
+                    self.dirty[j] = ptr::null_mut();
+                } else {
+                    (*(*old).prev).next = ptr::null_mut();
+                }
+                self.dirty_bytes -= (*old).bytes;
+                victims[n] = Some(Victim {
+                    mem: NonNull::new_unchecked(old.cast()),
+                    bytes: (*old).bytes,
+                    region: NonNull::new_unchecked((*old).region),
+                });
+            }
+            n += 1;
+        }
+        (victims, n)
+    }
+
+    /// Takes every dirty run out, up to `PURGE_BATCH` at a time.
+    pub(crate) fn drain_dirty(&mut self) -> ([Option<Victim>; PURGE_BATCH], usize) {
+        let mut victims = [None; PURGE_BATCH];
+        let mut n = 0;
+        while n < PURGE_BATCH {
+            let Some(i) = (0..3).find(|&i| !self.dirty[i].is_null()) else { break };
+            let Some((mem, region)) = self.take_dirty(RUN_SIZES[i]) else { break };
+            victims[n] = Some(Victim { mem, bytes: RUN_SIZES[i], region });
+            n += 1;
+        }
+        (victims, n)
     }
 
     /// Grows the brk region (or starts one) by at least `need` bytes.
@@ -278,6 +407,27 @@ impl Core {
         }
         if count != self.region_count {
             fault(Fault::Corrupt("region count"), count);
+        }
+        let mut dirty = 0;
+        for i in 0..3 {
+            let mut prev: *mut DirtyRun = ptr::null_mut();
+            let mut run = self.dirty[i];
+            while !run.is_null() {
+                // SAFETY: listed dirty runs are live.
+                let d = unsafe { &*run };
+                if d.prev != prev || d.bytes != RUN_SIZES[i] {
+                    fault(Fault::Corrupt("dirty run list"), run as usize);
+                }
+                dirty += d.bytes;
+                prev = run;
+                run = d.next;
+            }
+            if self.dirty_tail[i] != prev {
+                fault(Fault::Corrupt("dirty run tail"), i);
+            }
+        }
+        if dirty != self.dirty_bytes || self.used_bytes < dirty {
+            fault(Fault::Corrupt("dirty bytes"), dirty);
         }
         used
     }

@@ -178,8 +178,15 @@ impl Iterator for CStrs {
 /// startup or when the runtime is not in charge.
 pub fn args() -> Args {
     let argv = ARGV.load(Ordering::Relaxed) as *const *const u8;
-    let argc = if argv.is_null() { 0 } else { ARGC.load(Ordering::Relaxed) };
-    Args(CStrs { next: argv, left: argc })
+    let argc = if argv.is_null() {
+        0
+    } else {
+        ARGC.load(Ordering::Relaxed)
+    };
+    Args(CStrs {
+        next: argv,
+        left: argc,
+    })
 }
 
 /// Iterator over the arguments; see [`args`].
@@ -200,7 +207,10 @@ impl ExactSizeIterator for Args {}
 
 /// The environment, as `NAME=value` strings.
 pub fn env() -> CStrs {
-    CStrs { next: ENVP.load(Ordering::Relaxed) as *const *const u8, left: usize::MAX }
+    CStrs {
+        next: ENVP.load(Ordering::Relaxed) as *const *const u8,
+        left: usize::MAX,
+    }
 }
 
 /// The value of the environment variable `name`, if set.
@@ -240,7 +250,11 @@ struct FdWriter {
 
 impl FdWriter {
     const fn new(fd: i32) -> Self {
-        FdWriter { fd, len: 0, buf: [0; 512] }
+        FdWriter {
+            fd,
+            len: 0,
+            buf: [0; 512],
+        }
     }
 
     fn flush(&mut self) {
@@ -367,8 +381,12 @@ macro_rules! entry {
 
         #[cfg(not(all(target_os = "linux", target_env = "")))]
         #[doc(hidden)]
-        #[unsafe(no_mangle)]
-        extern "C" fn main(argc: i32, argv: *const *const u8, envp: *const *const u8) -> i32 {
+        #[unsafe(export_name = "main")]
+        extern "C" fn __nolibc_alloc_c_main(
+            argc: i32,
+            argv: *const *const u8,
+            envp: *const *const u8,
+        ) -> i32 {
             // SAFETY: called by the C runtime with its own argc/argv/envp.
             unsafe { $crate::rt::__init_hosted(argc, argv, envp) };
             $crate::rt::Termination::report($main())
@@ -468,7 +486,11 @@ mod freestanding {
             crate::sys::abort();
         }
         match info.location() {
-            Some(at) => super::_print(2, format_args!("panicked at {at}:\n{}", info.message()), true),
+            Some(at) => super::_print(
+                2,
+                format_args!("panicked at {at}:\n{}", info.message()),
+                true,
+            ),
             None => super::_print(2, format_args!("panicked:\n{}", info.message()), true),
         }
         super::exit(101)
