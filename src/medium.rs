@@ -190,16 +190,16 @@ impl Core {
         if r.heap.used() != 0 || keep_last || buried {
             return Release::Nothing;
         }
+        let (brk, base, len) = (r.brk, r.base, r.len);
         self.unlink(region);
-        if r.brk {
+        if brk {
             // Lower the break back to the region start.
-            let old = r.base.as_ptr() as usize + r.len;
             // SAFETY: the whole region, from base to the break, is ours and empty.
-            unsafe { os.brk(old, r.base) };
+            unsafe { os.brk(base.as_ptr() as usize + len, base) };
             self.brk_region = ptr::null_mut();
             Release::Nothing
         } else {
-            Release::Unmap(r.base, r.len)
+            Release::Unmap(base, len)
         }
     }
 

@@ -150,24 +150,23 @@ impl Arena {
         // SAFETY: the caller guarantees `run` is live and has a free slot,
         // so either the free list is non-empty or `bump < slots`.
         unsafe {
-            let r = &mut *run;
-            let slot = if !r.free.is_null() {
-                let s = r.free;
-                r.free = (*s).next;
+            let slot = if !(*run).free.is_null() {
+                let s = (*run).free;
+                (*run).free = (*s).next;
                 (*s).marker = 0;
                 s.cast::<u8>()
             } else {
-                let s = run.cast::<u8>().add(info.slot0 as usize + r.bump as usize * info.size as usize);
-                r.bump += 1;
+                let s = run.cast::<u8>().add(info.slot0 as usize + (*run).bump as usize * info.size as usize);
+                (*run).bump += 1;
                 // Memory reused from an old run may hold a stale marker.
                 (*s.cast::<FreeSlot>()).marker = 0;
                 s
             };
-            if r.live == 0 {
+            if (*run).live == 0 {
                 self.cached_empty_bytes -= info.run_bytes as usize;
             }
-            r.live += 1;
-            if r.live == info.slots {
+            (*run).live += 1;
+            if (*run).live == info.slots {
                 self.unlink(run);
             }
             self.in_use_bytes += info.size as usize;
@@ -187,10 +186,9 @@ impl Arena {
         let run = run.as_ptr();
         // SAFETY: `run_of` checked the header; this arena's lock is held.
         unsafe {
-            let r = &mut *run;
-            let info = &CLASSES[r.class as usize];
+            let info = &CLASSES[(*run).class as usize];
             let index = (ptr.as_ptr() as usize - run as usize - info.slot0 as usize) / info.size as usize;
-            if index >= r.bump as usize {
+            if index >= (*run).bump as usize {
                 fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
             }
             let slot = ptr.as_ptr().cast::<FreeSlot>();
@@ -198,15 +196,15 @@ impl Arena {
             if (*slot).marker == marker {
                 fault(Fault::DoubleFree, ptr.as_ptr() as usize);
             }
-            (*slot).next = r.free;
+            (*slot).next = (*run).free;
             (*slot).marker = marker;
-            r.free = slot;
-            r.live -= 1;
+            (*run).free = slot;
+            (*run).live -= 1;
             self.in_use_bytes -= info.size as usize;
-            if !r.listed {
+            if !(*run).listed {
                 self.push(run);
             }
-            if r.live > 0 {
+            if (*run).live > 0 {
                 return Freed::Done;
             }
             let bytes = info.run_bytes as usize;
@@ -215,8 +213,8 @@ impl Arena {
                 return Freed::Done;
             }
             self.unlink(run);
-            r.check = 0;
-            Freed::ReleaseRun(NonNull::new_unchecked(run.cast()), bytes, r.region)
+            (*run).check = 0;
+            Freed::ReleaseRun(NonNull::new_unchecked(run.cast()), bytes, (*run).region)
         }
     }
 
@@ -262,18 +260,17 @@ impl Arena {
     unsafe fn unlink(&mut self, run: *mut Run) {
         // SAFETY: the caller guarantees `run` and its neighbours are live.
         unsafe {
-            let r = &mut *run;
-            if r.prev.is_null() {
-                self.classes[r.class as usize].head = r.next;
+            if (*run).prev.is_null() {
+                self.classes[(*run).class as usize].head = (*run).next;
             } else {
-                (*r.prev).next = r.next;
+                (*(*run).prev).next = (*run).next;
             }
-            if !r.next.is_null() {
-                (*r.next).prev = r.prev;
+            if !(*run).next.is_null() {
+                (*(*run).next).prev = (*run).prev;
             }
-            r.next = ptr::null_mut();
-            r.prev = ptr::null_mut();
-            r.listed = false;
+            (*run).next = ptr::null_mut();
+            (*run).prev = ptr::null_mut();
+            (*run).listed = false;
         }
     }
 
