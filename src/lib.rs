@@ -18,6 +18,8 @@ pub mod sys;
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(feature = "c-abi")]
+pub mod c_abi;
 #[cfg(feature = "rt")]
 pub mod rt;
 #[cfg(test)]
@@ -34,7 +36,7 @@ pub use stats::{Stats, SyscallCounts};
 use class::{class_for, CLASSES};
 use fault::{fault, Fault};
 use large::{Owner, HEADER_BYTES};
-use lock::{Guard, Mutex};
+use lock::{Guard, Mutex, Solo};
 use medium::{Core, Region, Release, Victim, PURGE_BATCH};
 use small::{Arena, Freed};
 
@@ -53,6 +55,8 @@ pub struct NolibcAlloc<S: Source = Linux> {
     /// Current mmap threshold: at least `config.mmap_threshold`, raised when
     /// large blocks are freed (unless the threshold was set explicitly).
     threshold: AtomicUsize,
+    /// Lets the main thread skip the arena lock while it is alone.
+    solo: Solo,
 }
 
 impl NolibcAlloc<Linux> {
@@ -89,6 +93,7 @@ impl<S: Source> NolibcAlloc<S> {
             core: Mutex::new(Core::new(config.brk_enabled())),
             arenas: [A; ARENA_COUNT],
             threshold: AtomicUsize::new(config.mmap_threshold),
+            solo: Solo::new(),
             config,
         }
     }
@@ -103,14 +108,34 @@ impl<S: Source> NolibcAlloc<S> {
         &self.os.source
     }
 
+    /// Enters for a slow public operation that locks every arena: the main
+    /// thread in solo mode locks them too (harmless), another thread switches
+    /// the process to locking first.
+    fn enter_locked(&self) -> bool {
+        self.solo.enter(&self.os.source)
+    }
+
+    fn leave_locked(&self, solo: bool) {
+        if solo {
+            self.solo.leave();
+        }
+    }
+
+    /// Whether the main thread is still alone and skips the arena lock.
+    pub fn is_solo(&self) -> bool {
+        self.solo.is_solo()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
+        let solo = self.enter_locked();
         let (mut in_use, mut peak) = (0, 0);
         for arena in &self.arenas {
             let a = arena.lock();
             in_use += a.in_use_bytes;
             peak += a.peak_in_use_bytes;
         }
+        self.leave_locked(solo);
         self.os.counters.snapshot(in_use, peak)
     }
 
@@ -122,6 +147,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// Gives every empty run and every empty region back to the kernel;
     /// returns the bytes released.
     pub fn trim(&self) -> usize {
+        let solo = self.enter_locked();
         let mut released = 0;
         for arena in &self.arenas {
             let mut runs = [(NonNull::<u8>::dangling(), 0usize, ptr::null_mut::<u8>()); 16];
@@ -154,6 +180,7 @@ impl<S: Source> NolibcAlloc<S> {
             released += victims.iter().flatten().map(|v| v.bytes).sum::<usize>();
             self.purge(&victims[..n]);
         }
+        self.leave_locked(solo);
         released
     }
 
@@ -161,11 +188,13 @@ impl<S: Source> NolibcAlloc<S> {
     /// the process on a violation. Returns the bytes in use in the small tier.
     /// Slow: for tests and fuzzing.
     pub fn validate(&self) -> usize {
+        let solo = self.enter_locked();
         let mut small = 0;
         for arena in &self.arenas {
             small += arena.lock().validate();
         }
         self.core.lock().validate();
+        self.leave_locked(solo);
         small
     }
 
@@ -192,10 +221,25 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[inline]
     fn alloc_small(&self, class: usize) -> *mut u8 {
-        let (index, mut arena) = self.lock_arena();
-        if let Some(p) = arena.alloc(class) {
-            return p.as_ptr();
+        if self.solo.enter(&self.os.source) {
+            // SAFETY: solo mode: no other thread is in the allocator.
+            let arena = unsafe { self.arenas[0].get_unchecked() };
+            let p = match arena.alloc(class) {
+                Some(p) => p.as_ptr(),
+                None => self.alloc_from_new_run(arena, 0, class),
+            };
+            self.solo.leave();
+            return p;
         }
+        let (index, mut arena) = self.lock_arena();
+        match arena.alloc(class) {
+            Some(p) => p.as_ptr(),
+            None => self.alloc_from_new_run(&mut arena, index, class),
+        }
+    }
+
+    #[cold]
+    fn alloc_from_new_run(&self, arena: &mut Arena, index: usize, class: usize) -> *mut u8 {
         let bytes = CLASSES[class].run_bytes as usize;
         let got = {
             let mut core = self.core.lock();
@@ -224,8 +268,17 @@ impl<S: Source> NolibcAlloc<S> {
         if index >= ARENA_COUNT {
             fault(Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
         }
-        // SAFETY: the run belongs to that arena.
-        let freed = unsafe { self.arenas[index].lock().free(run, ptr, self.config.trim_threshold) };
+        let trim = self.config.trim_threshold;
+        let freed = if self.solo.enter(&self.os.source) {
+            // SAFETY: solo mode: no other thread is in the allocator; the run
+            // belongs to that arena.
+            let freed = unsafe { self.arenas[index].get_unchecked().free(run, ptr, trim) };
+            self.solo.leave();
+            freed
+        } else {
+            // SAFETY: the run belongs to that arena.
+            unsafe { self.arenas[index].lock().free(run, ptr, trim) }
+        };
         if let Freed::ReleaseRun(mem, bytes, region) = freed {
             // SAFETY: the run was unlinked and is ours alone.
             unsafe { self.release_run(mem, bytes, region, self.config.trim_threshold) };

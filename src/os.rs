@@ -121,6 +121,24 @@ pub unsafe trait Source {
     /// The caller owns the mapping; after a move the old address is invalid.
     unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>>;
 
+    /// The initial stack address of the main thread (`startstack`), if known.
+    /// With [`Source::barrier_all_threads`] it lets a single-threaded
+    /// process skip its locks.
+    fn main_thread_stack(&self) -> Option<usize> {
+        None
+    }
+
+    /// Makes [`Source::barrier_all_threads`] usable; returns whether it is.
+    fn prepare_barrier(&self) -> bool {
+        false
+    }
+
+    /// Runs a full memory barrier on every running thread of the process
+    /// (membarrier); returns whether it did.
+    fn barrier_all_threads(&self) -> bool {
+        false
+    }
+
     /// Gives the pages of `[ptr, ptr + len)` back; they read as zero afterwards.
     ///
     /// pre: the range is page-aligned.
@@ -189,6 +207,58 @@ unsafe impl Source for Linux {
         // SAFETY: the caller no longer needs the contents.
         let _ = unsafe { sys::madvise(ptr.as_ptr() as usize, len, sys::MADV_DONTNEED) };
     }
+
+    fn main_thread_stack(&self) -> Option<usize> {
+        match MAIN_STACK.load(Ordering::Relaxed) {
+            0 => read_start_stack(),
+            known => Some(known),
+        }
+    }
+
+    fn prepare_barrier(&self) -> bool {
+        !cfg!(miri) && sys::membarrier(sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_ok()
+    }
+
+    fn barrier_all_threads(&self) -> bool {
+        sys::membarrier(sys::MEMBARRIER_CMD_PRIVATE_EXPEDITED).is_ok()
+    }
+}
+
+/// The main thread's initial stack address, 0 until told.
+static MAIN_STACK: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the allocator where the main thread's stack starts (the runtime
+/// passes its entry stack pointer); otherwise it reads `/proc/self/stat`.
+pub fn set_main_thread_stack(addr: usize) {
+    MAIN_STACK.store(addr, Ordering::Relaxed);
+}
+
+/// Field 28 (`startstack`) of `/proc/self/stat`, without allocating.
+fn read_start_stack() -> Option<usize> {
+    if cfg!(miri) {
+        return None;
+    }
+    let fd = sys::open_read(b"/proc/self/stat\0").ok()?;
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match sys::read(fd, &mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let _ = sys::close(fd);
+    // The command name (field 2) may hold spaces: count from its closing ')'.
+    let close = buf[..len].iter().rposition(|&b| b == b')')?;
+    let field = buf[close + 1..len].split(|&b| b == b' ').filter(|f| !f.is_empty()).nth(25)?;
+    let mut value = 0usize;
+    for &digit in field {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add((digit - b'0') as usize)?;
+    }
+    (value != 0).then_some(value)
 }
 
 /// A [`Source`] with the counters of [`crate::stats`]: every call the tiers
