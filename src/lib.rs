@@ -180,6 +180,14 @@ impl<S: Source> NolibcAlloc<S> {
             released += victims.iter().flatten().map(|v| v.bytes).sum::<usize>();
             self.purge(&victims[..n]);
         }
+        loop {
+            let (release, bytes) = self.core.lock().release_empty_region(&self.os);
+            if bytes == 0 {
+                break;
+            }
+            released += bytes;
+            self.finish(release);
+        }
         self.leave_locked(solo);
         released
     }
@@ -573,10 +581,14 @@ impl<S: Source> NolibcAlloc<S> {
                 }
             }
         }
-        // SAFETY: a layout of the same alignment; new_size was checked by the caller.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: as GlobalAlloc::alloc.
-        let new = unsafe { self.alloc(new_layout) };
+        // A block that grows past the mmap threshold is likely to grow again:
+        // give it a mapping of its own, which later growth remaps in place.
+        let new = if new_size > old_size && new_size >= self.config.mmap_threshold {
+            self.alloc_large(new_size, align)
+        } else {
+            // SAFETY: a layout of the same alignment; new_size was checked by the caller.
+            unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, align)) }
+        };
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct; copy what both hold.
             unsafe {

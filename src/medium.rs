@@ -184,7 +184,9 @@ impl Core {
         // SAFETY: block and layout as allocated.
         unsafe { r.heap.deallocate(ptr, layout) };
         self.used_bytes -= size;
-        let keep_last = self.region_count == 1 && r.len <= trim_threshold;
+        // The last region stays (until `trim`), so that a program that frees
+        // and allocates again does not map and unmap a region each time.
+        let keep_last = self.region_count == 1 && trim_threshold != 0;
         // A brk region below a newer one cannot lower the break.
         let buried = r.brk && region != self.brk_region;
         if r.heap.used() != 0 || keep_last || buried {
@@ -381,6 +383,30 @@ impl Core {
             }
         }
         self.region_count -= 1;
+    }
+
+    /// Gives back one region whose heap is empty, if there is one (for `trim`).
+    pub(crate) fn release_empty_region<S: Source>(&mut self, os: &Os<S>) -> (Release, usize) {
+        let mut region = self.regions;
+        while !region.is_null() {
+            // SAFETY: linked regions are live.
+            let (used, brk, base, len, next) = unsafe {
+                let r = &*region;
+                (r.heap.used(), r.brk, r.base, r.len, r.next)
+            };
+            if used == 0 && (!brk || region == self.brk_region) {
+                self.unlink(region);
+                if brk {
+                    // SAFETY: the region, from base to the break, is ours and empty.
+                    unsafe { os.brk(base.as_ptr() as usize + len, base) };
+                    self.brk_region = ptr::null_mut();
+                    return (Release::Nothing, len);
+                }
+                return (Release::Unmap(base, len), len);
+            }
+            region = next;
+        }
+        (Release::Nothing, 0)
     }
 
     /// Number of regions.
