@@ -87,11 +87,21 @@ const fn info(index: usize) -> ClassInfo {
     let run = run_bytes_for(size);
     let slot0 = align_up(RUN_HEADER_BYTES, natural_align(size));
     let slots = (run - slot0) / size;
-    ClassInfo { size: size as u32, run_bytes: run as u32, slot0: slot0 as u32, slots: slots as u32 }
+    ClassInfo {
+        size: size as u32,
+        run_bytes: run as u32,
+        slot0: slot0 as u32,
+        slots: slots as u32,
+    }
 }
 
 const fn build_table() -> [ClassInfo; CLASS_COUNT] {
-    let mut t = [ClassInfo { size: 0, run_bytes: 0, slot0: 0, slots: 0 }; CLASS_COUNT];
+    let mut t = [ClassInfo {
+        size: 0,
+        run_bytes: 0,
+        slot0: 0,
+        slots: 0,
+    }; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
         t[i] = info(i);
@@ -196,7 +206,11 @@ mod tests {
         for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
             let step = if cfg!(miri) { 997 } else { 1 };
             for size in (0..=(MAX_CLASS_BYTES + 10)).step_by(step) {
-                assert_eq!(class_for(size, align), slow_class_for(size, align), "size {size} align {align}");
+                assert_eq!(
+                    class_for(size, align),
+                    slow_class_for(size, align),
+                    "size {size} align {align}"
+                );
             }
         }
         assert_eq!(class_for(1, 8192), None);

@@ -16,7 +16,6 @@ const FREE_RANGES: usize = 64;
 /// A fake memory source. See the module docs.
 pub struct FakeSource {
     base: NonNull<u8>,
-    len: usize,
     page: usize,
     /// Offset of the break from `base`.
     brk: Cell<usize>,
@@ -44,15 +43,13 @@ impl FakeSource {
     /// the source and of every allocation from it, and `base` is aligned to
     /// `page` (a power of two of at least 4096).
     pub unsafe fn new(base: NonNull<u8>, len: usize, brk_bytes: usize, page: usize) -> Self {
-        const EMPTY: Cell<(usize, usize)> = Cell::new((0, 0));
         FakeSource {
             base,
-            len: len & !(page - 1),
             page,
             brk: Cell::new(0),
             brk_limit: Cell::new(brk_bytes & !(page - 1)),
             map_floor: Cell::new(len & !(page - 1)),
-            free: [EMPTY; FREE_RANGES],
+            free: [const { Cell::new((0, 0)) }; FREE_RANGES],
             calls: Cell::new(0),
             fail_at: Cell::new(usize::MAX),
             brk_refused: Cell::new(false),
@@ -180,7 +177,7 @@ unsafe impl Source for FakeSource {
     }
 
     fn map(&self, len: usize) -> Option<NonNull<u8>> {
-        assert!(len > 0 && len % self.page == 0, "fake map: bad length");
+        assert!(len > 0 && len.is_multiple_of(self.page), "fake map: bad length");
         if self.fails() {
             return None;
         }
@@ -192,7 +189,10 @@ unsafe impl Source for FakeSource {
     }
 
     unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
-        assert!(self.offset(ptr) % self.page == 0 && len % self.page == 0, "fake unmap: unaligned");
+        assert!(
+            self.offset(ptr).is_multiple_of(self.page) && len.is_multiple_of(self.page),
+            "fake unmap: unaligned"
+        );
         self.mapped.set(self.mapped.get() - len);
         self.give_back(self.offset(ptr), len);
     }

@@ -62,12 +62,15 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
     let tag = (kind == Owner::Large) as usize;
     // SAFETY: the caller reserved the header bytes; `user` is 16-aligned at least.
     unsafe {
-        user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>().write(BlockHeader {
-            owner,
-            len,
-            pad_tag: pad | tag,
-            check: user.as_ptr() as usize ^ LIVE_MAGIC,
-        });
+        user.as_ptr()
+            .sub(HEADER_BYTES)
+            .cast::<BlockHeader>()
+            .write(BlockHeader {
+                owner,
+                len,
+                pad_tag: pad | tag,
+                check: user.as_ptr() as usize ^ LIVE_MAGIC,
+            });
     }
 }
 
@@ -79,7 +82,7 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
 #[inline]
 pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usize) {
     let addr = user.as_ptr() as usize;
-    if addr % 16 != 0 {
+    if !addr.is_multiple_of(16) {
         fault(Fault::InvalidPointer, addr);
     }
     // SAFETY: the caller vouches the bytes are readable.
@@ -90,7 +93,11 @@ pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usi
         }
         fault(Fault::InvalidPointer, addr);
     }
-    let kind = if h.pad_tag & 1 == 1 { Owner::Large } else { Owner::Medium };
+    let kind = if h.pad_tag & 1 == 1 {
+        Owner::Large
+    } else {
+        Owner::Medium
+    };
     (kind, h.owner, h.len, h.pad_tag & !1)
 }
 
@@ -102,7 +109,8 @@ pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usi
 pub(crate) unsafe fn has_header(user: NonNull<u8>) -> bool {
     let addr = user.as_ptr() as usize;
     // SAFETY: the caller vouches the bytes are readable.
-    addr % 16 == 0 && unsafe { (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).check } == addr ^ LIVE_MAGIC
+    addr.is_multiple_of(16)
+        && unsafe { (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).check } == addr ^ LIVE_MAGIC
 }
 
 /// Marks the block at `user` freed (before it goes back to its owner).

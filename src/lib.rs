@@ -16,10 +16,10 @@ mod small;
 mod stats;
 pub mod sys;
 
-#[cfg(any(test, feature = "fake"))]
-pub mod fake;
 #[cfg(feature = "c-abi")]
 pub mod c_abi;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 #[cfg(feature = "rt")]
 pub mod rt;
 #[cfg(test)]
@@ -80,18 +80,25 @@ impl Default for NolibcAlloc<Linux> {
 /// What kind of block a pointer is, as found by [`NolibcAlloc::locate`].
 enum Block {
     Small(usize),
-    Medium { region: NonNull<Region>, len: usize, pad: usize },
-    Large { map: NonNull<u8>, len: usize, pad: usize },
+    Medium {
+        region: NonNull<Region>,
+        len: usize,
+        pad: usize,
+    },
+    Large {
+        map: NonNull<u8>,
+        len: usize,
+        pad: usize,
+    },
 }
 
 impl<S: Source> NolibcAlloc<S> {
     /// The allocator over any [`Source`] (a fake one in tests).
     pub const fn with_source(source: S, config: Config) -> Self {
-        const A: Mutex<Arena> = Mutex::new(Arena::new());
         NolibcAlloc {
             os: os::Os::new(source),
             core: Mutex::new(Core::new(config.brk_enabled())),
-            arenas: [A; ARENA_COUNT],
+            arenas: [const { Mutex::new(Arena::new()) }; ARENA_COUNT],
             threshold: AtomicUsize::new(config.mmap_threshold),
             solo: Solo::new(),
             config,
@@ -259,7 +266,9 @@ impl<S: Source> NolibcAlloc<S> {
         match got {
             // SAFETY: the core handed us `bytes` aligned to `bytes`.
             Some((mem, region)) => unsafe {
-                arena.alloc_from_new_run(class, mem, index, region.as_ptr().cast()).as_ptr()
+                arena
+                    .alloc_from_new_run(class, mem, index, region.as_ptr().cast())
+                    .as_ptr()
             },
             None => ptr::null_mut(),
         }
@@ -318,7 +327,10 @@ impl<S: Source> NolibcAlloc<S> {
             if v.bytes > page {
                 // Keep the first page: the heap writes its hole header there.
                 // SAFETY: the run is ours alone (unlisted) and its contents are dead.
-                unsafe { self.os.discard(NonNull::new_unchecked(v.mem.as_ptr().add(page)), v.bytes - page) };
+                unsafe {
+                    self.os
+                        .discard(NonNull::new_unchecked(v.mem.as_ptr().add(page)), v.bytes - page)
+                };
             }
         }
         let mut releases = [const { Release::Nothing }; PURGE_BATCH];
@@ -348,9 +360,13 @@ impl<S: Source> NolibcAlloc<S> {
             return self.alloc_large(size, align);
         }
         let pad = large::pad_for(align);
-        let Some(len) = size.checked_add(pad) else { return ptr::null_mut() };
+        let Some(len) = size.checked_add(pad) else {
+            return ptr::null_mut();
+        };
         let got = self.core.lock().alloc(&self.os, len, align.max(16));
-        let Some((block, region)) = got else { return ptr::null_mut() };
+        let Some((block, region)) = got else {
+            return ptr::null_mut();
+        };
         // SAFETY: `pad` bytes at the block start hold the header.
         unsafe {
             let user = NonNull::new_unchecked(block.as_ptr().add(pad));
@@ -366,10 +382,16 @@ impl<S: Source> NolibcAlloc<S> {
     fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
         let page = self.os.page();
         let pad = large::pad_for(align.min(page));
-        let Some(need) = size.checked_add(pad) else { return ptr::null_mut() };
+        let Some(need) = size.checked_add(pad) else {
+            return ptr::null_mut();
+        };
         if align <= page {
-            let Some(len) = round_up(need, page) else { return ptr::null_mut() };
-            let Some(map) = self.os.map(len) else { return ptr::null_mut() };
+            let Some(len) = round_up(need, page) else {
+                return ptr::null_mut();
+            };
+            let Some(map) = self.os.map(len) else {
+                return ptr::null_mut();
+            };
             // SAFETY: a fresh mapping of `len >= pad + size` bytes; fresh pages
             // are zero, so `alloc_zeroed` needs no clearing.
             unsafe {
@@ -380,8 +402,12 @@ impl<S: Source> NolibcAlloc<S> {
             }
         }
         // Over-map by the alignment, then trim both ends.
-        let Some(total) = need.checked_add(align).and_then(|n| round_up(n, page)) else { return ptr::null_mut() };
-        let Some(map) = self.os.map(total) else { return ptr::null_mut() };
+        let Some(total) = need.checked_add(align).and_then(|n| round_up(n, page)) else {
+            return ptr::null_mut();
+        };
+        let Some(map) = self.os.map(total) else {
+            return ptr::null_mut();
+        };
         let base = map.as_ptr() as usize;
         let user_addr = (base + HEADER_BYTES + align - 1) & !(align - 1);
         let head = (user_addr - HEADER_BYTES - base) & !(page - 1);
@@ -392,7 +418,8 @@ impl<S: Source> NolibcAlloc<S> {
                 self.os.unmap(map, head);
             }
             if base + total > end {
-                self.os.unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
+                self.os
+                    .unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
             }
             let start = map.as_ptr().add(head);
             let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
@@ -432,7 +459,11 @@ impl<S: Source> NolibcAlloc<S> {
             fault(Fault::WrongLayout, ptr.as_ptr() as usize);
         }
         match kind {
-            Owner::Medium => Block::Medium { region: owner.cast(), len, pad },
+            Owner::Medium => Block::Medium {
+                region: owner.cast(),
+                len,
+                pad,
+            },
             Owner::Large => Block::Large { map: owner, len, pad },
         }
     }
@@ -448,7 +479,9 @@ impl<S: Source> NolibcAlloc<S> {
                 // SAFETY: the block came from this region's heap with this length.
                 let release = unsafe {
                     let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
-                    self.core.lock().dealloc(&self.os, base, len, 16, region, self.config.trim_threshold)
+                    self.core
+                        .lock()
+                        .dealloc(&self.os, base, len, 16, region, self.config.trim_threshold)
                 };
                 self.finish(release);
             }
@@ -496,7 +529,11 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: owner addresses are never null.
             let owner = unsafe { NonNull::new_unchecked(owner) };
             let block = match kind {
-                Owner::Medium => Block::Medium { region: owner.cast(), len, pad },
+                Owner::Medium => Block::Medium {
+                    region: owner.cast(),
+                    len,
+                    pad,
+                },
                 Owner::Large => Block::Large { map: owner, len, pad },
             };
             return (block, len - pad);
@@ -553,7 +590,14 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` is live and located as `block`; `new_size` and `align` make a
     /// valid layout; if the block may stay in place, its alignment is `align`.
-    unsafe fn realloc_located(&self, ptr: NonNull<u8>, block: Block, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    unsafe fn realloc_located(
+        &self,
+        ptr: NonNull<u8>,
+        block: Block,
+        old_size: usize,
+        align: usize,
+        new_size: usize,
+    ) -> *mut u8 {
         match block {
             Block::Small(class) => {
                 if self.small_class(new_size, align) == Some(class) {
@@ -604,10 +648,21 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// `user` is a live large block with this mapping.
-    unsafe fn remap_large(&self, user: NonNull<u8>, map: NonNull<u8>, len: usize, pad: usize, new_size: usize) -> Option<*mut u8> {
+    unsafe fn remap_large(
+        &self,
+        user: NonNull<u8>,
+        map: NonNull<u8>,
+        len: usize,
+        pad: usize,
+        new_size: usize,
+    ) -> Option<*mut u8> {
         let page = self.os.page();
         let need = round_up(new_size.checked_add(pad)?, page)?;
-        let new_len = if need > len { round_up(need.max(len + len / 2), page)? } else { need };
+        let new_len = if need > len {
+            round_up(need.max(len + len / 2), page)?
+        } else {
+            need
+        };
         // SAFETY: the mapping is the block's alone.
         let new_map = unsafe { self.os.remap(map, len, new_len) }?;
         // SAFETY: the block keeps its offset in the moved mapping.
@@ -616,7 +671,11 @@ impl<S: Source> NolibcAlloc<S> {
             large::write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
         }
         if new_len > len {
-            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, new_len - len);
+            stats::Counters::add(
+                &self.os.counters.block_bytes,
+                &self.os.counters.peak_block_bytes,
+                new_len - len,
+            );
         } else {
             stats::Counters::sub(&self.os.counters.block_bytes, len - new_len);
         }

@@ -35,13 +35,20 @@ unsafe impl<T: Send> Send for Mutex<T> {}
 impl<T> Mutex<T> {
     /// An unlocked mutex.
     pub const fn new(value: T) -> Self {
-        Mutex { state: AtomicU32::new(UNLOCKED), data: UnsafeCell::new(value) }
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+            data: UnsafeCell::new(value),
+        }
     }
 
     /// Locks, sleeping while another thread holds the lock.
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
-        if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             self.lock_contended();
         }
         Guard { mutex: self }
@@ -60,7 +67,10 @@ impl<T> Mutex<T> {
     fn lock_contended(&self) {
         let mut state = self.spin();
         if state == UNLOCKED {
-            match self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+            match self
+                .state
+                .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(s) => state = s,
             }
@@ -74,7 +84,10 @@ impl<T> Mutex<T> {
             wait(&self.state, CONTENDED);
             state = self.spin();
             if state == UNLOCKED
-                && self.state.compare_exchange(UNLOCKED, CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && self
+                    .state
+                    .compare_exchange(UNLOCKED, CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
             {
                 return;
             }

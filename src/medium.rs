@@ -63,7 +63,11 @@ struct DirtyRun {
 }
 
 /// Run sizes, one dirty list each.
-const RUN_SIZES: [usize; 3] = [crate::class::RUN_BYTES_SMALL, crate::class::RUN_BYTES_MID, crate::class::RUN_BYTES_BIG];
+const RUN_SIZES: [usize; 3] = [
+    crate::class::RUN_BYTES_SMALL,
+    crate::class::RUN_BYTES_MID,
+    crate::class::RUN_BYTES_BIG,
+];
 
 /// Most runs purged per call of [`Core::put_dirty`].
 pub(crate) const PURGE_BATCH: usize = 4;
@@ -132,7 +136,12 @@ impl Core {
 
     /// Carves `size` bytes aligned to `align` from some region, growing if
     /// needed. Returns the block and its region.
-    pub(crate) fn alloc<S: Source>(&mut self, os: &Os<S>, size: usize, align: usize) -> Option<(NonNull<u8>, NonNull<Region>)> {
+    pub(crate) fn alloc<S: Source>(
+        &mut self,
+        os: &Os<S>,
+        size: usize,
+        align: usize,
+    ) -> Option<(NonNull<u8>, NonNull<Region>)> {
         let layout = Layout::from_size_align(size, align).ok()?;
         let mut region = self.regions;
         while !region.is_null() {
@@ -221,7 +230,10 @@ impl Core {
                 (*(*run).next).prev = ptr::null_mut();
             }
             self.dirty_bytes -= bytes;
-            Some((NonNull::new_unchecked(run.cast()), NonNull::new_unchecked((*run).region)))
+            Some((
+                NonNull::new_unchecked(run.cast()),
+                NonNull::new_unchecked((*run).region),
+            ))
         }
     }
 
@@ -246,7 +258,12 @@ impl Core {
         let run = mem.as_ptr().cast::<DirtyRun>();
         // SAFETY: the caller hands over the run.
         unsafe {
-            run.write(DirtyRun { next: self.dirty[i], prev: ptr::null_mut(), region: region.as_ptr(), bytes });
+            run.write(DirtyRun {
+                next: self.dirty[i],
+                prev: ptr::null_mut(),
+                region: region.as_ptr(),
+                bytes,
+            });
             if self.dirty[i].is_null() {
                 self.dirty_tail[i] = run;
             } else {
@@ -259,7 +276,9 @@ impl Core {
         let mut n = 0;
         while self.dirty_bytes > cap && n < PURGE_BATCH {
             // The largest size with a dirty run gives back its oldest.
-            let Some(j) = (0..3).rev().find(|&j| !self.dirty_tail[j].is_null()) else { break };
+            let Some(j) = (0..3).rev().find(|&j| !self.dirty_tail[j].is_null()) else {
+                break;
+            };
             let old = self.dirty_tail[j];
             // SAFETY: listed dirty runs are live memory of ours.
             unsafe {
@@ -286,9 +305,17 @@ impl Core {
         let mut victims = [None; PURGE_BATCH];
         let mut n = 0;
         while n < PURGE_BATCH {
-            let Some(i) = (0..3).find(|&i| !self.dirty[i].is_null()) else { break };
-            let Some((mem, region)) = self.take_dirty(RUN_SIZES[i]) else { break };
-            victims[n] = Some(Victim { mem, bytes: RUN_SIZES[i], region });
+            let Some(i) = (0..3).find(|&i| !self.dirty[i].is_null()) else {
+                break;
+            };
+            let Some((mem, region)) = self.take_dirty(RUN_SIZES[i]) else {
+                break;
+            };
+            victims[n] = Some(Victim {
+                mem,
+                bytes: RUN_SIZES[i],
+                region,
+            });
             n += 1;
         }
         (victims, n)
@@ -316,7 +343,11 @@ impl Core {
         let extend = self.brk_region;
         // SAFETY: a non-null brk region is live.
         let in_place = !extend.is_null() && unsafe { (*extend).base.as_ptr() as usize + (*extend).len } == cur;
-        let start = if in_place { cur } else { align_up(cur, HEADER_ALIGN)?.checked_add(HEADER_BYTES)? };
+        let start = if in_place {
+            cur
+        } else {
+            align_up(cur, HEADER_ALIGN)?.checked_add(HEADER_BYTES)?
+        };
         let end = align_up(start.checked_add(need.max(BRK_STEP_BYTES))?, page)?;
         if end > self.stack_floor {
             return None;
@@ -358,7 +389,14 @@ impl Core {
         let region = base.as_ptr().cast::<Region>();
         // SAFETY: the caller hands over the range; the header fits in it.
         unsafe {
-            region.write(Region { heap: Heap::empty(), base, len, next: self.regions, prev: ptr::null_mut(), brk });
+            region.write(Region {
+                heap: Heap::empty(),
+                base,
+                len,
+                next: self.regions,
+                prev: ptr::null_mut(),
+                brk,
+            });
             (*region).heap.init(base.as_ptr().add(HEADER_BYTES), len - HEADER_BYTES);
             if !self.regions.is_null() {
                 (*self.regions).prev = region;
@@ -435,13 +473,13 @@ impl Core {
             fault(Fault::Corrupt("region count"), count);
         }
         let mut dirty = 0;
-        for i in 0..3 {
+        for (i, &run_bytes) in RUN_SIZES.iter().enumerate() {
             let mut prev: *mut DirtyRun = ptr::null_mut();
             let mut run = self.dirty[i];
             while !run.is_null() {
                 // SAFETY: listed dirty runs are live.
                 let d = unsafe { &*run };
-                if d.prev != prev || d.bytes != RUN_SIZES[i] {
+                if d.prev != prev || d.bytes != run_bytes {
                     fault(Fault::Corrupt("dirty run list"), run as usize);
                 }
                 dirty += d.bytes;

@@ -12,7 +12,11 @@ use crate::sys;
 
 /// The largest page size of the target architecture: what must be assumed for
 /// anything page-aligned when the real page size is not known.
-pub const MAX_PAGE_BYTES: usize = if cfg!(any(target_arch = "aarch64", target_arch = "loongarch64", target_arch = "powerpc64")) {
+pub const MAX_PAGE_BYTES: usize = if cfg!(any(
+    target_arch = "aarch64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc64"
+)) {
     65536
 } else {
     4096
@@ -250,7 +254,10 @@ fn read_start_stack() -> Option<usize> {
     let _ = sys::close(fd);
     // The command name (field 2) may hold spaces: count from its closing ')'.
     let close = buf[..len].iter().rposition(|&b| b == b')')?;
-    let field = buf[close + 1..len].split(|&b| b == b' ').filter(|f| !f.is_empty()).nth(25)?;
+    let field = buf[close + 1..len]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(25)?;
     let mut value = 0usize;
     for &digit in field {
         if !digit.is_ascii_digit() {
@@ -270,7 +277,10 @@ pub(crate) struct Os<S> {
 
 impl<S: Source> Os<S> {
     pub const fn new(source: S) -> Self {
-        Os { source, counters: crate::stats::Counters::new() }
+        Os {
+            source,
+            counters: crate::stats::Counters::new(),
+        }
     }
 
     #[inline]

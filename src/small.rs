@@ -156,7 +156,9 @@ impl Arena {
                 (*s).marker = 0;
                 s.cast::<u8>()
             } else {
-                let s = run.cast::<u8>().add(info.slot0 as usize + (*run).bump as usize * info.size as usize);
+                let s = run
+                    .cast::<u8>()
+                    .add(info.slot0 as usize + (*run).bump as usize * info.size as usize);
                 (*run).bump += 1;
                 // Memory reused from an old run may hold a stale marker.
                 (*s.cast::<FreeSlot>()).marker = 0;
@@ -221,13 +223,13 @@ impl Arena {
     /// Offers every cached empty run to `take` (run, bytes, region); unlinks
     /// those it accepts (it returns `true`).
     pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, *mut u8) -> bool) {
-        for class in 0..CLASS_COUNT {
+        for (class, info) in CLASSES.iter().enumerate() {
             let mut run = self.classes[class].head;
             while !run.is_null() {
                 // SAFETY: listed runs are live runs of this arena.
                 unsafe {
                     let next = (*run).next;
-                    let bytes = CLASSES[class].run_bytes as usize;
+                    let bytes = info.run_bytes as usize;
                     if (*run).live == 0 && take(NonNull::new_unchecked(run.cast()), bytes, (*run).region) {
                         self.unlink(run);
                         self.cached_empty_bytes -= bytes;
@@ -320,7 +322,10 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
             let off = slot as usize - run as usize;
             check(off >= info.slot0 as usize, "free slot inside the run");
             let index = (off - info.slot0 as usize) / info.size as usize;
-            check((off - info.slot0 as usize) % info.size as usize == 0, "free slot on a slot boundary");
+            check(
+                (off - info.slot0 as usize).is_multiple_of(info.size as usize),
+                "free slot on a slot boundary",
+            );
             check(index < r.bump as usize, "free slot was carved");
             check((*slot).marker == slot as usize ^ FREE_MAGIC, "free slot marker");
             free += 1;
@@ -360,7 +365,7 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
         fault(Fault::WrongLayout, addr);
     }
     let off = addr - run_addr;
-    if off < info.slot0 as usize || (off - info.slot0 as usize) % info.size as usize != 0 {
+    if off < info.slot0 as usize || !(off - info.slot0 as usize).is_multiple_of(info.size as usize) {
         fault(Fault::InvalidPointer, addr);
     }
     // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
@@ -376,7 +381,11 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
 /// so every probed address is inside that run and readable.
 pub(crate) unsafe fn find_run(ptr: NonNull<u8>) -> Option<(NonNull<Run>, usize)> {
     let addr = ptr.as_ptr() as usize;
-    for run_bytes in [crate::class::RUN_BYTES_SMALL, crate::class::RUN_BYTES_MID, crate::class::RUN_BYTES_BIG] {
+    for run_bytes in [
+        crate::class::RUN_BYTES_SMALL,
+        crate::class::RUN_BYTES_MID,
+        crate::class::RUN_BYTES_BIG,
+    ] {
         let run_addr = addr & !(run_bytes - 1);
         let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
         // SAFETY: the run holding `ptr` starts at or below `run_addr`.

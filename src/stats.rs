@@ -60,19 +60,18 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub const fn new() -> Self {
-        const Z: AtomicUsize = AtomicUsize::new(0);
         Counters {
-            brk_bytes: Z,
-            mapped_bytes: Z,
-            block_bytes: Z,
-            peak_brk_bytes: Z,
-            peak_mapped_bytes: Z,
-            peak_block_bytes: Z,
-            brk: Z,
-            mmap: Z,
-            munmap: Z,
-            mremap: Z,
-            madvise: Z,
+            brk_bytes: AtomicUsize::new(0),
+            mapped_bytes: AtomicUsize::new(0),
+            block_bytes: AtomicUsize::new(0),
+            peak_brk_bytes: AtomicUsize::new(0),
+            peak_mapped_bytes: AtomicUsize::new(0),
+            peak_block_bytes: AtomicUsize::new(0),
+            brk: AtomicUsize::new(0),
+            mmap: AtomicUsize::new(0),
+            munmap: AtomicUsize::new(0),
+            mremap: AtomicUsize::new(0),
+            madvise: AtomicUsize::new(0),
         }
     }
 

@@ -113,9 +113,7 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: usize) -> Result<(), Errno
 #[inline]
 pub fn futex_wait(uaddr: &core::sync::atomic::AtomicU32, expected: u32) -> Result<(), Errno> {
     // SAFETY: the kernel only reads the 4-byte word behind a valid reference.
-    unsafe {
-        syscall!(Sysno::futex, uaddr.as_ptr(), FUTEX_WAIT_PRIVATE, expected, 0usize).map(drop)
-    }
+    unsafe { syscall!(Sysno::futex, uaddr.as_ptr(), FUTEX_WAIT_PRIVATE, expected, 0usize).map(drop) }
 }
 
 /// `futex(uaddr, FUTEX_WAKE_PRIVATE, n)`: wakes up to `n` waiters; returns how many woke.

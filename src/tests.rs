@@ -37,9 +37,10 @@ fn with_alloc(config: Config, brk_bytes: usize, page: usize, f: impl FnOnce(&Nol
     let arena = Arena::new(BUF);
     // SAFETY: the buffer outlives the allocator, which is dropped inside.
     let source = unsafe { FakeSource::new(arena.mem, BUF, brk_bytes, page) };
-    let alloc = NolibcAlloc::with_source(source, config);
-    f(&alloc);
-    drop(alloc);
+    {
+        let alloc = NolibcAlloc::with_source(source, config);
+        f(&alloc);
+    }
     drop(arena);
 }
 
@@ -151,7 +152,11 @@ fn empty_runs_and_regions_go_back() {
         a.trim();
         a.validate();
         assert!(a.region_count() <= 1);
-        assert!(a.source().mapped_bytes() <= crate::medium::FIRST_REGION_BYTES, "{}", a.source().mapped_bytes());
+        assert!(
+            a.source().mapped_bytes() <= crate::medium::FIRST_REGION_BYTES,
+            "{}",
+            a.source().mapped_bytes()
+        );
     });
 }
 
@@ -435,7 +440,13 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
             let layout = Layout::from_size_align(size, align).unwrap();
             let zero = rng.below(4) == 0;
             // SAFETY: non-zero layout.
-            let p = unsafe { if zero { a.alloc_zeroed(layout) } else { a.alloc(layout) } };
+            let p = unsafe {
+                if zero {
+                    a.alloc_zeroed(layout)
+                } else {
+                    a.alloc(layout)
+                }
+            };
             assert!(!p.is_null(), "step {step}: OOM for {layout:?}");
             assert_eq!(p as usize % align, 0);
             if zero {
@@ -460,7 +471,13 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
             };
             // SAFETY: live block with its layout.
             let q = unsafe { a.realloc(p as *mut u8, layout, new_size) };
-            assert!(!q.is_null(), "step {step}: realloc {layout:?} to {new_size}: {:?} fake mapped {} brk {}", a.stats(), a.source().mapped_bytes(), a.source().brk_bytes());
+            assert!(
+                !q.is_null(),
+                "step {step}: realloc {layout:?} to {new_size}: {:?} fake mapped {} brk {}",
+                a.stats(),
+                a.source().mapped_bytes(),
+                a.source().brk_bytes()
+            );
             assert_eq!(q as usize % layout.align(), 0);
             verify(q, layout.size().min(new_size).min(2048), tag);
             let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap();
@@ -488,12 +505,16 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
 
 #[test]
 fn model_random_ops_brk() {
-    with_alloc(brk_config(), 96 << 20, 4096, |a| model_run(a, if cfg!(miri) { 300 } else { 20_000 }, 1));
+    with_alloc(brk_config(), 96 << 20, 4096, |a| {
+        model_run(a, if cfg!(miri) { 300 } else { 20_000 }, 1)
+    });
 }
 
 #[test]
 fn model_random_ops_mmap() {
-    with_alloc(mmap_config(), 0, 4096, |a| model_run(a, if cfg!(miri) { 300 } else { 20_000 }, 2));
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        model_run(a, if cfg!(miri) { 300 } else { 20_000 }, 2)
+    });
 }
 
 #[test]
@@ -506,7 +527,16 @@ fn model_random_ops_fixed_threshold_64k_pages() {
 #[test]
 fn unsized_entry_points_find_every_tier() {
     with_alloc(mmap_config(), 0, 4096, |a| {
-        let cases = [(1usize, 16usize), (24, 16), (5000, 16), (40_000, 16), (120_000, 16), (300_000, 16), (100, 8192), (200_000, 1 << 16)];
+        let cases = [
+            (1usize, 16usize),
+            (24, 16),
+            (5000, 16),
+            (40_000, 16),
+            (120_000, 16),
+            (300_000, 16),
+            (100, 8192),
+            (200_000, 1 << 16),
+        ];
         for (size, align) in cases {
             let l = Layout::from_size_align(size, align).unwrap();
             // SAFETY: non-zero layout; the block is used within its size and

@@ -11,7 +11,6 @@ use nolibc_alloc::NolibcAlloc;
 
 static ALLOC: NolibcAlloc = NolibcAlloc::new();
 
-
 fn fill(p: *mut u8, len: usize, tag: u8) {
     // SAFETY: the block has `len` bytes.
     unsafe { std::ptr::write_bytes(p, tag, len) };
@@ -98,6 +97,11 @@ fn run() -> i32 {
 
 fn main() {
     let code = run();
-    println!("test result: {}. {} passed; {} failed", if code == 0 { "ok" } else { "FAILED" }, (code == 0) as u8, (code != 0) as u8);
+    println!(
+        "test result: {}. {} passed; {} failed",
+        if code == 0 { "ok" } else { "FAILED" },
+        (code == 0) as u8,
+        (code != 0) as u8
+    );
     std::process::exit(code);
 }
