@@ -87,12 +87,12 @@ unsafe fn init(argc: usize, argv: *const *const u8, envp: *const *const u8) {
         end = unsafe { end.add(1) };
     }
     // SAFETY: the auxiliary vector starts right after envp's null pointer.
-    let auxv = unsafe { end.add(1) } as *mut usize;
+    let aux = unsafe { end.add(1) } as *mut usize;
     ARGC.store(argc, Ordering::Relaxed);
     ARGV.store(argv as *mut _, Ordering::Relaxed);
     ENVP.store(envp as *mut _, Ordering::Relaxed);
-    AUXV.store(auxv, Ordering::Relaxed);
-    if let Some(bytes) = auxv_value(AT_PAGESZ) {
+    AUXV.store(aux, Ordering::Relaxed);
+    if let Some(bytes) = auxv(AT_PAGESZ) {
         crate::os::set_page_size(bytes);
     }
 }
@@ -110,7 +110,7 @@ pub unsafe fn __init_hosted(argc: i32, argv: *const *const u8, envp: *const *con
 }
 
 /// The value of the auxiliary vector entry `key`, if the kernel gave one.
-pub fn auxv_value(key: usize) -> Option<usize> {
+pub fn auxv(key: usize) -> Option<usize> {
     let mut p = AUXV.load(Ordering::Relaxed) as *const usize;
     if p.is_null() {
         return None;
@@ -128,11 +128,6 @@ pub fn auxv_value(key: usize) -> Option<usize> {
         // SAFETY: not past the AT_NULL pair yet.
         p = unsafe { p.add(2) };
     }
-}
-
-/// The auxiliary vector entry `key` (short name of [`auxv_value`]).
-pub fn auxv(key: usize) -> Option<usize> {
-    auxv_value(key)
 }
 
 /// Iterator over a null-terminated array of C strings.
@@ -183,10 +178,7 @@ pub fn args() -> Args {
     } else {
         ARGC.load(Ordering::Relaxed)
     };
-    Args(CStrs {
-        next: argv,
-        left: argc,
-    })
+    Args(CStrs { next: argv, left: argc })
 }
 
 /// Iterator over the arguments; see [`args`].
@@ -382,11 +374,7 @@ macro_rules! entry {
         #[cfg(not(all(target_os = "linux", target_env = "")))]
         #[doc(hidden)]
         #[unsafe(export_name = "main")]
-        extern "C" fn __nolibc_alloc_c_main(
-            argc: i32,
-            argv: *const *const u8,
-            envp: *const *const u8,
-        ) -> i32 {
+        extern "C" fn __nolibc_alloc_c_main(argc: i32, argv: *const *const u8, envp: *const *const u8) -> i32 {
             // SAFETY: called by the C runtime with its own argc/argv/envp.
             unsafe { $crate::rt::__init_hosted(argc, argv, envp) };
             $crate::rt::Termination::report($main())
@@ -486,11 +474,7 @@ mod freestanding {
             crate::sys::abort();
         }
         match info.location() {
-            Some(at) => super::_print(
-                2,
-                format_args!("panicked at {at}:\n{}", info.message()),
-                true,
-            ),
+            Some(at) => super::_print(2, format_args!("panicked at {at}:\n{}", info.message()), true),
             None => super::_print(2, format_args!("panicked:\n{}", info.message()), true),
         }
         super::exit(101)

@@ -1,0 +1,161 @@
+//! Freestanding: every example built for every `*-linux-nostd.json` target
+//! spec (one cargo invocation per arch, with the pinned nightly and
+//! build-std) and run natively or under qemu-user; exit status and output
+//! checked, and every binary checked to be static with no relocations.
+//!
+//! A missing nightly is installed; a missing qemu-user or binutils is a
+//! failure that names the package to install.
+
+#[path = "../xtask/src/freestanding.rs"]
+mod freestanding;
+
+use std::ffi::OsString;
+use std::process::{Command, Output};
+
+use freestanding::{Arch, EXAMPLES};
+
+fn build(arch: Arch) {
+    if let Err(e) = freestanding::build(arch, &[]) {
+        panic!("{e}");
+    }
+}
+
+fn run(arch: Arch, name: &str, page_size: Option<usize>, args: &[&str]) -> (Output, String) {
+    let bin = freestanding::binary(arch, name);
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let out =
+        freestanding::run_captured(arch, &bin, page_size, &args).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+/// Runs an example that must succeed and end with `NAME: ok`; returns its stdout.
+fn run_ok(arch: Arch, name: &str, page_size: Option<usize>) -> String {
+    let (out, stdout) = run(arch, name, page_size, &[]);
+    let what = format!("{name} on {} (page size {page_size:?})", arch.name());
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("{name}: ok").as_str()),
+        "{what}, stdout:\n{stdout}"
+    );
+    stdout
+}
+
+fn readelf(flag: &str, bin: &std::path::Path) -> String {
+    let out = Command::new("readelf")
+        .arg(flag)
+        .arg(bin)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run readelf ({e}): install binutils (`apt-get install binutils`)")
+        });
+    assert!(
+        out.status.success(),
+        "readelf {flag} {}: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Static, no interpreter, no dynamic section, no relocations.
+fn check_static(arch: Arch) {
+    for name in EXAMPLES {
+        let bin = freestanding::binary(arch, name);
+        let headers = readelf("-lW", &bin);
+        assert!(
+            headers.contains("Elf file type is EXEC"),
+            "{}: not a non-PIE executable:\n{headers}",
+            bin.display()
+        );
+        assert!(
+            !headers.contains("INTERP"),
+            "{}: has an interpreter:\n{headers}",
+            bin.display()
+        );
+        assert!(
+            !headers.contains("DYNAMIC"),
+            "{}: has a dynamic segment:\n{headers}",
+            bin.display()
+        );
+        let dynamic = readelf("-d", &bin);
+        assert!(
+            dynamic.contains("There is no dynamic section"),
+            "{}: {dynamic}",
+            bin.display()
+        );
+        let relocs = readelf("-r", &bin);
+        assert!(
+            relocs.contains("There are no relocations"),
+            "{}: has relocations:\n{relocs}",
+            bin.display()
+        );
+    }
+}
+
+/// Every example, the page size the runtime took from `AT_PAGESZ`, and the
+/// panic handler.
+fn check_arch(arch: Arch, page_size: usize) {
+    let hello = run_ok(arch, "hello", None);
+    assert!(
+        hello.contains(&format!("page size: {page_size}\n")),
+        "hello on {}:\n{hello}",
+        arch.name()
+    );
+    run_ok(arch, "brk_blocked", None);
+    assert_eq!(run_ok(arch, "tiny", None), "tiny: ok\n");
+
+    let (out, stdout) = run(arch, "hello", None, &["--panic", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "hello --panic on {}: {}\n{stdout}\n{stderr}",
+        arch.name(),
+        out.status
+    );
+    assert!(
+        stderr.starts_with("panicked at examples/hello.rs:")
+            && stderr.ends_with(":\ndeliberate panic, as asked: 3\n"),
+        "hello --panic on {}, stderr:\n{stderr}",
+        arch.name()
+    );
+    assert!(
+        stdout.contains(r#", "--panic", "x"]"#),
+        "arguments not passed on {}:\n{stdout}",
+        arch.name()
+    );
+    check_static(arch);
+}
+
+#[test]
+fn x86_64() {
+    build(Arch::X86_64);
+    check_arch(Arch::X86_64, 4096);
+}
+
+#[test]
+fn aarch64() {
+    build(Arch::Aarch64);
+    check_arch(Arch::Aarch64, 4096);
+    // A 64 KiB-page kernel, as qemu presents it to the guest.
+    let hello = run_ok(Arch::Aarch64, "hello", Some(65536));
+    assert!(
+        hello.contains("page size: 65536\n"),
+        "hello under qemu-aarch64 -p 65536:\n{hello}"
+    );
+    run_ok(Arch::Aarch64, "brk_blocked", Some(65536));
+    assert_eq!(run_ok(Arch::Aarch64, "tiny", Some(65536)), "tiny: ok\n");
+}
+
+#[test]
+fn riscv64() {
+    build(Arch::Riscv64);
+    check_arch(Arch::Riscv64, 4096);
+}

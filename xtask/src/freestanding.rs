@@ -1,0 +1,305 @@
+//! Building and running the freestanding examples: shared by the xtask
+//! binary and by `tests/freestanding.rs` (which includes this file with
+//! `#[path]`), so both build the same way into the same directory.
+//!
+//! Only `std`: the xtask must build on stable with no dependencies.
+
+// Each includer uses a different subset.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The pinned nightly: has both `rust-src` (for build-std) and `miri`.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
+
+/// The examples that are freestanding programs.
+pub const EXAMPLES: [&str; 3] = ["hello", "brk_blocked", "tiny"];
+
+/// The `*-linux-nostd.json` target specs at the repository root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// `x86_64-linux-nostd.json`.
+    X86_64,
+    /// `aarch64-linux-nostd.json`.
+    Aarch64,
+    /// `riscv64-linux-nostd.json`.
+    Riscv64,
+}
+
+impl Arch {
+    /// Every target spec.
+    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::Aarch64, Arch::Riscv64];
+
+    /// The name used on the command line and in the spec's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Riscv64 => "riscv64",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Result<Arch, String> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| format!("unknown arch `{name}` (expected x86_64, aarch64 or riscv64)"))
+    }
+
+    /// The target spec's stem, also the directory cargo builds into.
+    pub fn target(self) -> String {
+        format!("{}-linux-nostd", self.name())
+    }
+
+    /// The qemu-user emulator needed to run it here, if any.
+    pub fn qemu(self) -> Option<&'static str> {
+        let native = match self {
+            Arch::X86_64 => cfg!(target_arch = "x86_64"),
+            Arch::Aarch64 => cfg!(target_arch = "aarch64"),
+            Arch::Riscv64 => cfg!(target_arch = "riscv64"),
+        };
+        if native {
+            return None;
+        }
+        Some(match self {
+            Arch::X86_64 => "qemu-x86_64",
+            Arch::Aarch64 => "qemu-aarch64",
+            Arch::Riscv64 => "qemu-riscv64",
+        })
+    }
+}
+
+/// The repository root: the nearest ancestor of this crate's manifest
+/// directory holding the target specs (the root itself for the tests, its
+/// parent for the xtask).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("x86_64-linux-nostd.json").is_file())
+        .unwrap_or(here)
+        .to_path_buf()
+}
+
+/// Where freestanding builds go: `<target dir>/nostd`, apart from the host
+/// builds so a nested cargo never waits for the outer one's lock.
+pub fn build_dir() -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                repo_root().join(dir)
+            }
+        }
+        _ => repo_root().join("target"),
+    };
+    target.join("nostd")
+}
+
+/// The built example `name` for `arch`.
+pub fn binary(arch: Arch, name: &str) -> PathBuf {
+    build_dir()
+        .join(arch.target())
+        .join("freestanding")
+        .join("examples")
+        .join(name)
+}
+
+/// A command that runs with the pinned nightly whatever toolchain the caller
+/// was started with: `RUSTUP_TOOLCHAIN` (set by `cargo +stable ...`) and the
+/// caller's compiler settings are dropped.
+fn nightly(program: &str) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", NIGHTLY, program]);
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn output(cmd: &mut Command) -> Result<Output, String> {
+    cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))
+}
+
+/// The nightly's sysroot, installing the nightly (with `rust-src`) first when
+/// it or its `rust-src` is missing.
+pub fn ensure_nightly() -> Result<PathBuf, String> {
+    let sysroot = || -> Option<PathBuf> {
+        let out = nightly("rustc")
+            .args(["--print", "sysroot"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let has_src = |root: &Path| root.join("lib/rustlib/src/rust/library/core").is_dir();
+    if let Some(root) = sysroot() {
+        if has_src(&root) {
+            return Ok(root);
+        }
+    }
+    eprintln!("installing {NIGHTLY} with rust-src (for -Zbuild-std)");
+    let status = Command::new("rustup")
+        .args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()
+        .map_err(|e| format!("cannot run rustup (install it from https://rustup.rs): {e}"))?;
+    match sysroot() {
+        Some(root) if status.success() && has_src(&root) => Ok(root),
+        _ => Err(format!(
+            "toolchain {NIGHTLY} with rust-src is missing and could not be installed: \
+             run `rustup toolchain install {NIGHTLY} --profile minimal --component rust-src`"
+        )),
+    }
+}
+
+/// Builds `examples` (all of them when empty) for `arch` in one cargo
+/// invocation, so core/alloc are built once per arch.
+pub fn build(arch: Arch, examples: &[&str]) -> Result<(), String> {
+    ensure_nightly()?;
+    let root = repo_root();
+    let mut cmd = nightly("cargo");
+    cmd.current_dir(&root)
+        .arg("build")
+        .arg("-Zjson-target-spec")
+        .arg("-Zbuild-std=core,alloc,compiler_builtins")
+        .arg("-Zbuild-std-features=compiler-builtins-mem")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .arg("--target")
+        .arg(root.join(format!("{}.json", arch.target())))
+        .args(["--features", "rt", "--profile", "freestanding"])
+        .env("CARGO_TARGET_DIR", build_dir());
+    if examples.is_empty() {
+        cmd.arg("--examples");
+    }
+    for name in examples {
+        cmd.args(["--example", name]);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the examples for {} failed ({status})",
+            arch.target()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `program` is on the `PATH`.
+fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
+/// A command running `bin` (built for `arch`) here: natively, or under
+/// qemu-user with an optional guest page size (`qemu-aarch64 -p 65536`).
+pub fn runner(arch: Arch, bin: &Path, page_size: Option<usize>) -> Result<Command, String> {
+    match arch.qemu() {
+        None => {
+            if page_size.is_some() {
+                return Err("a page size can only be chosen under qemu".into());
+            }
+            Ok(Command::new(bin))
+        }
+        Some(qemu) => {
+            if !on_path(qemu) {
+                return Err(format!(
+                    "{qemu} not found: running {} binaries needs qemu-user \
+                     (`apt-get install qemu-user`)",
+                    arch.name()
+                ));
+            }
+            let mut cmd = Command::new(qemu);
+            if let Some(bytes) = page_size {
+                cmd.arg("-p").arg(bytes.to_string());
+            }
+            cmd.arg(bin);
+            Ok(cmd)
+        }
+    }
+}
+
+/// Runs `bin` and captures its output.
+pub fn run_captured(
+    arch: Arch,
+    bin: &Path,
+    page_size: Option<usize>,
+    args: &[OsString],
+) -> Result<Output, String> {
+    output(runner(arch, bin, page_size)?.args(args))
+}
+
+/// Strips a copy of `bin` into `<build dir>/stripped/<arch>/` with the
+/// nightly's own `rust-objcopy` (LLVM's, so it handles every arch); returns
+/// the stripped size in bytes.
+pub fn stripped_size(arch: Arch, bin: &Path) -> Result<u64, String> {
+    let sysroot = ensure_nightly()?;
+    let host = host_triple()?;
+    let objcopy = sysroot
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/rust-objcopy");
+    let out_dir = build_dir().join("stripped").join(arch.name());
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let out = out_dir.join(bin.file_name().unwrap_or_default());
+    // It links the toolchain's libLLVM.
+    let mut libs = vec![sysroot.join("lib")];
+    libs.extend(
+        std::env::var_os("LD_LIBRARY_PATH")
+            .iter()
+            .flat_map(std::env::split_paths),
+    );
+    let libs = std::env::join_paths(libs).map_err(|e| e.to_string())?;
+    let done = output(
+        Command::new(&objcopy)
+            .env("LD_LIBRARY_PATH", libs)
+            .arg("--strip-all")
+            .arg(bin)
+            .arg(&out),
+    )?;
+    if !done.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            objcopy.display(),
+            String::from_utf8_lossy(&done.stderr)
+        ));
+    }
+    std::fs::metadata(&out)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", out.display()))
+}
+
+fn host_triple() -> Result<String, String> {
+    let out = output(nightly("rustc").arg("-vV"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .ok_or_else(|| "cannot find the host triple in `rustc -vV`".to_string())
+}
