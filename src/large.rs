@@ -74,16 +74,17 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
     }
 }
 
-/// Reads and checks the header of the block at `user`; stops the process on
-/// a double free or a pointer that was never handed out.
+/// Reads and checks the header of the block at `user`: stops the process on
+/// a double free; `None` if there is no live header (the caller finds out
+/// what the pointer is).
 ///
 /// # Safety
 /// The 32 bytes before `user` are readable.
 #[inline]
-pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usize) {
+pub(crate) unsafe fn read_header(user: NonNull<u8>) -> Option<(Owner, usize, usize, usize)> {
     let addr = user.as_ptr() as usize;
     if !addr.is_multiple_of(16) {
-        fault(Fault::InvalidPointer, addr);
+        return None;
     }
     // SAFETY: the caller vouches the bytes are readable.
     let h = unsafe { &*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>() };
@@ -91,14 +92,14 @@ pub(crate) unsafe fn read_header(user: NonNull<u8>) -> (Owner, usize, usize, usi
         if h.check == addr ^ FREED_MAGIC {
             fault(Fault::DoubleFree, addr);
         }
-        fault(Fault::InvalidPointer, addr);
+        return None;
     }
     let kind = if h.pad_tag & 1 == 1 {
         Owner::Large
     } else {
         Owner::Medium
     };
-    (kind, h.owner, h.len, h.pad_tag & !1)
+    Some((kind, h.owner, h.len, h.pad_tag & !1))
 }
 
 /// Whether the 32 bytes before `user` are the header of a live block.

@@ -279,7 +279,9 @@ impl<S: Source> NolibcAlloc<S> {
     #[inline]
     unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
         // SAFETY: the caller vouches for the slot; `run_of` checks it.
-        let run = unsafe { small::run_of(ptr, class) };
+        let Some(run) = (unsafe { small::run_of(ptr, class) }) else {
+            self.bad_pointer(ptr)
+        };
         // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
         if index >= ARENA_COUNT {
@@ -449,8 +451,15 @@ impl<S: Source> NolibcAlloc<S> {
         if let Some(class) = self.small_class(layout.size(), layout.align()) {
             return Block::Small(class);
         }
-        // SAFETY: non-slot blocks have a header.
-        let (kind, owner, len, pad) = unsafe { large::read_header(ptr) };
+        // A large block freed twice has no mapping left: check before reading.
+        let header = ptr.as_ptr().wrapping_sub(HEADER_BYTES);
+        if !self.os.source.is_mapped(header) {
+            fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+        }
+        // SAFETY: non-slot blocks have a header, and its page is mapped.
+        let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr) }) else {
+            self.bad_pointer(ptr)
+        };
         // The owner's header lies in the same region or mapping as the block.
         let Some(owner) = NonNull::new(ptr.as_ptr().with_addr(owner)) else {
             fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
@@ -524,7 +533,9 @@ impl<S: Source> NolibcAlloc<S> {
         // SAFETY: see above.
         if unsafe { large::has_header(ptr) } {
             // SAFETY: a live header.
-            let (kind, owner, len, pad) = unsafe { large::read_header(ptr) };
+            let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr) }) else {
+                self.bad_pointer(ptr)
+            };
             let owner = ptr.as_ptr().with_addr(owner);
             // SAFETY: owner addresses are never null.
             let owner = unsafe { NonNull::new_unchecked(owner) };
@@ -539,10 +550,30 @@ impl<S: Source> NolibcAlloc<S> {
             return (block, len - pad);
         }
         // SAFETY: not a block with a header, so a slot.
-        match unsafe { small::find_run(ptr) } {
+        match unsafe { small::find_run(ptr, |_| true) } {
             Some((_, class)) => (Block::Small(class), CLASSES[class].size as usize),
-            None => fault(Fault::InvalidPointer, ptr.as_ptr() as usize),
+            None => self.bad_pointer(ptr),
         }
+    }
+
+    /// Stops the process for a pointer that is not what its layout says:
+    /// "wrong layout" if it is a live block of another tier or class, else
+    /// "invalid pointer". A cold path: it may make system calls to check
+    /// that what it reads is mapped.
+    #[cold]
+    #[inline(never)]
+    fn bad_pointer(&self, ptr: NonNull<u8>) -> ! {
+        let addr = ptr.as_ptr() as usize;
+        let readable = |p: *const u8| self.os.source.is_mapped(p);
+        // SAFETY: the header bytes are read only if their page is mapped.
+        if readable(ptr.as_ptr().wrapping_sub(HEADER_BYTES)) && unsafe { large::has_header(ptr) } {
+            fault(Fault::WrongLayout, addr);
+        }
+        // SAFETY: every probed address is checked to be mapped first.
+        if unsafe { small::find_run(ptr, readable) }.is_some() {
+            fault(Fault::WrongLayout, addr);
+        }
+        fault(Fault::InvalidPointer, addr)
     }
 
     /// Frees a block knowing only its address (C's `free`).

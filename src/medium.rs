@@ -373,8 +373,18 @@ impl Core {
     }
 
     fn map_region<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
-        let len = align_up(need.checked_add(HEADER_BYTES)?, os.page())?.max(self.next_region_bytes);
-        let base = os.map(len)?;
+        let exact = align_up(need.checked_add(HEADER_BYTES)?, os.page())?;
+        let mut len = exact.max(self.next_region_bytes);
+        let base = match os.map(len) {
+            Some(base) => base,
+            // Near a limit (RLIMIT_AS, RLIMIT_DATA, address space): what is
+            // needed may still fit.
+            None if len > exact => {
+                len = exact;
+                os.map(len)?
+            }
+            None => return None,
+        };
         if len >= self.next_region_bytes {
             self.next_region_bytes = (self.next_region_bytes * 2).min(MAX_REGION_BYTES);
         }

@@ -143,6 +143,13 @@ pub unsafe trait Source {
         false
     }
 
+    /// Whether the page holding `addr` is mapped (a check before reading
+    /// memory that may have been unmapped by a double free).
+    fn is_mapped(&self, addr: *const u8) -> bool {
+        let _ = addr;
+        true
+    }
+
     /// Gives the pages of `[ptr, ptr + len)` back; they read as zero afterwards.
     ///
     /// pre: the range is page-aligned.
@@ -210,6 +217,13 @@ unsafe impl Source for Linux {
     unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the caller no longer needs the contents.
         let _ = unsafe { sys::madvise(ptr.as_ptr() as usize, len, sys::MADV_DONTNEED) };
+    }
+
+    fn is_mapped(&self, addr: *const u8) -> bool {
+        let page = self.page_size();
+        // madvise(MADV_NORMAL) changes nothing and fails with ENOMEM on a hole.
+        // SAFETY: MADV_NORMAL has no effect on the contents.
+        unsafe { sys::madvise(addr as usize & !(page - 1), page, sys::MADV_NORMAL) }.is_ok()
     }
 
     fn main_thread_stack(&self) -> Option<usize> {

@@ -342,15 +342,16 @@ fn check(ok: bool, what: &'static str) {
     }
 }
 
-/// Finds and checks the run holding a slot of `class` at `ptr`. Stops the
-/// process if `ptr` cannot be such a slot (a pointer the allocator never
-/// returned, or freed with a layout of another class).
+/// Finds and checks the run holding a slot of `class` at `ptr`: `None` if
+/// no live run of that class is there (the caller then finds out what the
+/// pointer is, to name the fault); stops the process if the run is there but
+/// `ptr` is not on a slot boundary.
 ///
 /// # Safety
 /// `ptr` lies in memory the allocator handed out for this class (the
 /// checks catch many violations, not all).
 #[inline]
-pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
+pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Run>> {
     let info = &CLASSES[class];
     let addr = ptr.as_ptr() as usize;
     let run_addr = addr & !(info.run_bytes as usize - 1);
@@ -358,18 +359,15 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
     // SAFETY: a slot of this class lies in a run whose header starts at the
     // run-aligned address below it, inside the same allocation.
     let r = unsafe { &*run };
-    if r.check != run_addr ^ RUN_MAGIC {
-        fault(Fault::InvalidPointer, addr);
-    }
-    if r.class as usize != class {
-        fault(Fault::WrongLayout, addr);
+    if r.check != run_addr ^ RUN_MAGIC || r.class as usize != class {
+        return None;
     }
     let off = addr - run_addr;
     if off < info.slot0 as usize || !(off - info.slot0 as usize).is_multiple_of(info.size as usize) {
         fault(Fault::InvalidPointer, addr);
     }
     // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
-    unsafe { NonNull::new_unchecked(run) }
+    Some(unsafe { NonNull::new_unchecked(run) })
 }
 
 /// Finds the run holding the slot at `ptr` from the address alone (for
@@ -378,8 +376,12 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> NonNull<Run> {
 ///
 /// # Safety
 /// `ptr` lies in a run (the caller has ruled out medium and large blocks),
-/// so every probed address is inside that run and readable.
-pub(crate) unsafe fn find_run(ptr: NonNull<u8>) -> Option<(NonNull<Run>, usize)> {
+/// so every probed address is inside that run and readable — or the caller
+/// checks with `readable` that each probed address can be read.
+pub(crate) unsafe fn find_run(
+    ptr: NonNull<u8>,
+    readable: impl Fn(*const u8) -> bool,
+) -> Option<(NonNull<Run>, usize)> {
     let addr = ptr.as_ptr() as usize;
     for run_bytes in [
         crate::class::RUN_BYTES_SMALL,
@@ -388,12 +390,15 @@ pub(crate) unsafe fn find_run(ptr: NonNull<u8>) -> Option<(NonNull<Run>, usize)>
     ] {
         let run_addr = addr & !(run_bytes - 1);
         let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
+        if !readable(run.cast()) {
+            return None;
+        }
         // SAFETY: the run holding `ptr` starts at or below `run_addr`.
         let r = unsafe { &*run };
         if r.check == run_addr ^ RUN_MAGIC && CLASSES[r.class as usize % CLASS_COUNT].run_bytes as usize == run_bytes {
             let class = r.class as usize;
             // SAFETY: a live run header; re-checked with its class.
-            return Some((unsafe { run_of(ptr, class) }, class));
+            return unsafe { run_of(ptr, class) }.map(|run| (run, class));
         }
     }
     None

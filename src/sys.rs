@@ -23,6 +23,8 @@ pub const MAP_NORESERVE: usize = 0x4000;
 pub const MAP_FIXED_NOREPLACE: usize = 0x10_0000;
 /// `MREMAP_MAYMOVE`.
 pub const MREMAP_MAYMOVE: usize = 1;
+/// `MADV_NORMAL`: no special treatment (used as a harmless probe).
+pub const MADV_NORMAL: usize = 0;
 /// `MADV_DONTNEED`: drop the pages; the next touch reads zeros.
 pub const MADV_DONTNEED: usize = 4;
 /// `FUTEX_WAIT | FUTEX_PRIVATE_FLAG`.
