@@ -352,7 +352,7 @@ fn map_count_child() -> ! {
                 Err(_) => break,
             }
         }
-        let prot = if made % 2 == 0 {
+        let prot = if made.is_multiple_of(2) {
             sys::PROT_NONE
         } else {
             0x1 /* PROT_READ */
