@@ -36,7 +36,7 @@ impl Drop for Arena {
 fn with_alloc(config: Config, brk_bytes: usize, page: usize, f: impl FnOnce(&NolibcAlloc<FakeSource>)) {
     let arena = Arena::new(BUF);
     // SAFETY: the buffer outlives the allocator, which is dropped inside.
-    let source = unsafe { FakeSource::new(arena.mem, BUF, brk_bytes, page) };
+    let source = unsafe { FakeSource::new(arena.mem, BUF, brk_bytes.min(BUF / 2), page) };
     {
         let alloc = NolibcAlloc::with_source(source, config);
         f(&alloc);
@@ -426,7 +426,7 @@ impl Rng {
 /// Random operations against a shadow model: contents, alignment, no overlap.
 fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
     let mut rng = Rng(seed);
-    let mut live: Vec<(usize, Layout, u8)> = Vec::new();
+    let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
     for step in 0..steps {
         let op = rng.below(10);
         if (op < 5 || live.is_empty()) && live.len() < 300 {
@@ -454,13 +454,13 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
             }
             let tag = step as u8;
             fill(p, size.min(2048), tag);
-            live.push((p as usize, layout, tag));
+            live.push((p, layout, tag));
         } else if op < 8 {
             let i = rng.below(live.len() as u64) as usize;
             let (p, layout, tag) = live.swap_remove(i);
-            verify(p as *const u8, layout.size().min(2048), tag);
+            verify(p, layout.size().min(2048), tag);
             // SAFETY: live block with its layout.
-            unsafe { a.dealloc(p as *mut u8, layout) };
+            unsafe { a.dealloc(p, layout) };
         } else {
             let i = rng.below(live.len() as u64) as usize;
             let (p, layout, tag) = live[i];
@@ -470,7 +470,7 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
                 _ => layout.size() + 1 + rng.below(300_000) as usize,
             };
             // SAFETY: live block with its layout.
-            let q = unsafe { a.realloc(p as *mut u8, layout, new_size) };
+            let q = unsafe { a.realloc(p, layout, new_size) };
             assert!(
                 !q.is_null(),
                 "step {step}: realloc {layout:?} to {new_size}: {:?} fake mapped {} brk {}",
@@ -482,11 +482,11 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
             verify(q, layout.size().min(new_size).min(2048), tag);
             let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap();
             fill(q, new_size.min(2048), tag);
-            live[i] = (q as usize, new_layout, tag);
+            live[i] = (q, new_layout, tag);
         }
         // No two live blocks overlap.
         if step % 64 == 0 || cfg!(miri) {
-            let mut ranges: Vec<_> = live.iter().map(|&(p, l, _)| (p, p + l.size())).collect();
+            let mut ranges: Vec<_> = live.iter().map(|&(p, l, _)| (p.addr(), p.addr() + l.size())).collect();
             ranges.sort();
             for w in ranges.windows(2) {
                 assert!(w[0].1 <= w[1].0, "step {step}: overlap {:x?}", w);
@@ -495,9 +495,9 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
         }
     }
     for (p, layout, tag) in live {
-        verify(p as *const u8, layout.size().min(2048), tag);
+        verify(p, layout.size().min(2048), tag);
         // SAFETY: live block with its layout.
-        unsafe { a.dealloc(p as *mut u8, layout) };
+        unsafe { a.dealloc(p, layout) };
     }
     a.validate();
     assert_eq!(a.stats().in_use_bytes, 0);
