@@ -156,29 +156,18 @@ impl<S: Source> NolibcAlloc<S> {
     pub fn trim(&self) -> usize {
         let solo = self.enter_locked();
         let mut released = 0;
-        for arena in &self.arenas {
-            let mut runs = [(NonNull::<u8>::dangling(), 0usize, ptr::null_mut::<u8>()); 16];
-            loop {
-                let mut n = 0;
-                arena.lock().drain_empty(|mem, bytes, region| {
-                    if n < runs.len() {
-                        runs[n] = (mem, bytes, region);
-                        n += 1;
-                        true
-                    } else {
-                        false
-                    }
-                });
-                for &(mem, bytes, region) in &runs[..n] {
-                    released += bytes;
-                    // SAFETY: the run was unlinked from its arena and is ours alone.
-                    unsafe { self.release_run(mem, bytes, region, 0) };
-                }
-                if n < runs.len() {
-                    break;
-                }
-            }
+        for index in 0..ARENA_COUNT {
+            released += self.drain_arena(index);
         }
+        released += self.give_back_all();
+        self.leave_locked(solo);
+        released
+    }
+
+    /// Gives every dirty run and every empty region back to the kernel;
+    /// returns the bytes.
+    fn give_back_all(&self) -> usize {
+        let mut released = 0;
         loop {
             let (victims, n) = self.core.lock().drain_dirty();
             if n == 0 {
@@ -195,8 +184,33 @@ impl<S: Source> NolibcAlloc<S> {
             released += bytes;
             self.finish(release);
         }
-        self.leave_locked(solo);
         released
+    }
+
+    /// Gives every cached empty run of an arena to the core; returns the bytes.
+    fn drain_arena(&self, index: usize) -> usize {
+        let mut released = 0;
+        let mut runs = [(NonNull::<u8>::dangling(), 0usize, ptr::null_mut::<u8>()); 16];
+        loop {
+            let mut n = 0;
+            self.arenas[index].lock().drain_empty(|mem, bytes, region| {
+                if n < runs.len() {
+                    runs[n] = (mem, bytes, region);
+                    n += 1;
+                    true
+                } else {
+                    false
+                }
+            });
+            for &(mem, bytes, region) in &runs[..n] {
+                released += bytes;
+                // SAFETY: the run was unlinked from its arena and is ours alone.
+                unsafe { self.release_run(mem, bytes, region, self.config.trim_threshold) };
+            }
+            if n < runs.len() {
+                return released;
+            }
+        }
     }
 
     /// Checks every invariant of every tier (arenas, runs, regions); stops
@@ -298,9 +312,16 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: the run belongs to that arena.
             unsafe { self.arenas[index].lock().free(run, ptr, trim) }
         };
-        if let Freed::ReleaseRun(mem, bytes, region) = freed {
+        match freed {
+            Freed::Done => {}
             // SAFETY: the run was unlinked and is ours alone.
-            unsafe { self.release_run(mem, bytes, region, self.config.trim_threshold) };
+            Freed::ReleaseRun(mem, bytes, region) => unsafe { self.release_run(mem, bytes, region, trim) },
+            Freed::Idle => {
+                self.drain_arena(index);
+                if self.core.lock().live_bytes() == 0 {
+                    self.give_back_all();
+                }
+            }
         }
     }
 
@@ -313,9 +334,16 @@ impl<S: Source> NolibcAlloc<S> {
         let Some(region) = NonNull::new(region.cast::<Region>()) else {
             fault(Fault::Corrupt("run region"), mem.as_ptr() as usize);
         };
-        // SAFETY: the caller hands the run over.
-        let (victims, n) = unsafe { self.core.lock().put_dirty(mem, bytes, region, floor) };
+        let (victims, n, idle) = {
+            let mut core = self.core.lock();
+            // SAFETY: the caller hands the run over.
+            let (victims, n) = unsafe { core.put_dirty(mem, bytes, region, floor) };
+            (victims, n, core.idle_after_burst())
+        };
         self.purge(&victims[..n]);
+        if idle {
+            self.give_back_all();
+        }
     }
 
     /// Discards the pages of dirty runs (outside any lock), then returns the
@@ -324,16 +352,11 @@ impl<S: Source> NolibcAlloc<S> {
         if victims.is_empty() {
             return;
         }
-        let page = self.os.page();
         for v in victims.iter().flatten() {
-            if v.bytes > page {
-                // Keep the first page: the heap writes its hole header there.
-                // SAFETY: the run is ours alone (unlisted) and its contents are dead.
-                unsafe {
-                    self.os
-                        .discard(NonNull::new_unchecked(v.mem.as_ptr().add(page)), v.bytes - page)
-                };
-            }
+            // All of it: the heap then writes a hole header (faulting one
+            // page back in) only where the run starts a hole of its own.
+            // SAFETY: the run is ours alone (unlisted) and its contents are dead.
+            unsafe { self.os.discard(v.mem, v.bytes) };
         }
         let mut releases = [const { Release::Nothing }; PURGE_BATCH];
         {
@@ -442,18 +465,20 @@ impl<S: Source> NolibcAlloc<S> {
         }
     }
 
-    /// Finds the tier of a live block.
+    /// Finds the tier of a live block. With `probe`, a block with a header
+    /// is first checked to be mapped (one `madvise`): a large block freed
+    /// twice has no mapping left, and reading its header would crash instead
+    /// of reporting the fault. `dealloc` probes; `realloc` does not.
     ///
     /// # Safety
     /// `ptr` was returned by this allocator for `layout` and is live (checked in part).
     #[inline]
-    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout) -> Block {
+    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout, probe: bool) -> Block {
         if let Some(class) = self.small_class(layout.size(), layout.align()) {
             return Block::Small(class);
         }
-        // A large block freed twice has no mapping left: check before reading.
         let header = ptr.as_ptr().wrapping_sub(HEADER_BYTES);
-        if !self.os.source.is_mapped(header) {
+        if probe && !self.os.source.is_mapped(header) {
             fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
         }
         // SAFETY: non-slot blocks have a header, and its page is mapped.
@@ -485,14 +510,19 @@ impl<S: Source> NolibcAlloc<S> {
         match block {
             Block::Medium { region, len, pad } => {
                 stats::Counters::sub(&self.os.counters.block_bytes, len);
-                // SAFETY: the block came from this region's heap with this length.
-                let release = unsafe {
-                    let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
-                    self.core
-                        .lock()
-                        .dealloc(&self.os, base, len, 16, region, self.config.trim_threshold)
+                let (release, idle) = {
+                    let mut core = self.core.lock();
+                    // SAFETY: the block came from this region's heap with this length.
+                    let release = unsafe {
+                        let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
+                        core.dealloc(&self.os, base, len, 16, region, self.config.trim_threshold)
+                    };
+                    (release, core.idle_after_burst())
                 };
                 self.finish(release);
+                if idle {
+                    self.give_back_all();
+                }
             }
             Block::Large { map, len, .. } => {
                 stats::Counters::sub(&self.os.counters.block_bytes, len);
@@ -515,7 +545,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// `ptr` is live and was allocated for `layout`.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>, layout: Layout) -> usize {
         // SAFETY: forwarded.
-        match unsafe { self.locate(ptr, layout) } {
+        match unsafe { self.locate(ptr, layout, false) } {
             Block::Small(class) => CLASSES[class].size as usize,
             Block::Medium { len, pad, .. } | Block::Large { len, pad, .. } => len - pad,
         }
@@ -639,16 +669,22 @@ impl<S: Source> NolibcAlloc<S> {
             // away from the small tier.
             Block::Medium { len, pad, .. } => {
                 let usable = len - pad;
-                if new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none() {
+                let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
+                if aligned && new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none()
+                {
                     return ptr.as_ptr();
                 }
             }
             Block::Large { map, len, pad } => {
                 let usable = len - pad;
-                if new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none() {
+                // Remapping keeps the offset in the page: aligned stays aligned
+                // for alignments up to a page.
+                let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
+                if aligned && new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none()
+                {
                     return ptr.as_ptr();
                 }
-                if new_size >= self.config.mmap_threshold && align <= self.os.page() {
+                if aligned && new_size >= self.config.mmap_threshold && align <= self.os.page() {
                     // SAFETY: the block is ours; remap keeps its contents.
                     if let Some(p) = unsafe { self.remap_large(ptr, map, len, pad, new_size) } {
                         return p;
@@ -764,7 +800,7 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
         let Some(ptr) = NonNull::new(ptr) else { return };
         // SAFETY: the caller vouches for ptr and layout.
         unsafe {
-            let block = self.locate(ptr, layout);
+            let block = self.locate(ptr, layout, true);
             self.dealloc_located(ptr, block)
         }
     }
@@ -779,7 +815,7 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
         };
         // SAFETY: forwarded from the caller.
         unsafe {
-            let block = self.locate(ptr, layout);
+            let block = self.locate(ptr, layout, false);
             self.realloc_located(ptr, block, layout.size(), layout.align(), new_size)
         }
     }

@@ -69,6 +69,15 @@ const RUN_SIZES: [usize; 3] = [
     crate::class::RUN_BYTES_BIG,
 ];
 
+/// Dirty bytes kept at least while the program is busy (its live bytes
+/// near their recent peak): runs that cycle between empty and in use then
+/// need no `madvise` and no page faults.
+pub(crate) const DIRTY_BUSY_BYTES: usize = 1 << 20;
+
+/// A burst of at least this many live bytes, all freed, makes the allocator
+/// give everything back at once (see [`Core::idle_after_burst`]).
+pub(crate) const IDLE_PURGE_MIN_BYTES: usize = 2 << 20;
+
 /// Most runs purged per call of [`Core::put_dirty`].
 pub(crate) const PURGE_BATCH: usize = 4;
 
@@ -90,6 +99,10 @@ pub(crate) struct Core {
     dirty_bytes: usize,
     /// Bytes carved from heaps and not returned (dirty runs included).
     used_bytes: usize,
+    /// A slowly decaying high-water mark of `used_bytes - dirty_bytes`: when
+    /// the program has freed nearly everything it had, dirty runs go back
+    /// to the kernel down to the floor; while it is busy, more are kept.
+    recent_peak_bytes: usize,
     /// Regions, newest first. Invariant: `regions` links exactly `region_count` live regions.
     regions: *mut Region,
     region_count: usize,
@@ -125,6 +138,7 @@ impl Core {
             dirty_tail: [ptr::null_mut(); 3],
             dirty_bytes: 0,
             used_bytes: 0,
+            recent_peak_bytes: 0,
             regions: ptr::null_mut(),
             region_count: 0,
             brk_region: ptr::null_mut(),
@@ -272,7 +286,13 @@ impl Core {
         }
         self.dirty[i] = run;
         self.dirty_bytes += bytes;
-        let cap = floor.max((self.used_bytes - self.dirty_bytes) / 8);
+        let live = self.note_live();
+        let cap = if live < self.recent_peak_bytes / 16 {
+            // Nearly everything was freed: give the memory back.
+            floor
+        } else {
+            floor.max(DIRTY_BUSY_BYTES).max(live / 8)
+        };
         let mut n = 0;
         while self.dirty_bytes > cap && n < PURGE_BATCH {
             // The largest size with a dirty run gives back its oldest.
@@ -298,6 +318,30 @@ impl Core {
             n += 1;
         }
         (victims, n)
+    }
+
+    /// Bytes carved from heaps for runs and blocks in use (dirty runs excluded).
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.used_bytes - self.dirty_bytes
+    }
+
+    /// Updates the decaying peak of live bytes; returns the live bytes.
+    fn note_live(&mut self) -> usize {
+        let live = self.used_bytes - self.dirty_bytes;
+        self.recent_peak_bytes = live.max(self.recent_peak_bytes - self.recent_peak_bytes / 4096);
+        live
+    }
+
+    /// Whether the program has just freed everything after using at least
+    /// `IDLE_PURGE_MIN_BYTES` (then the caller gives everything back, as
+    /// `trim` does). Answers `true` once per such burst.
+    pub(crate) fn idle_after_burst(&mut self) -> bool {
+        let live = self.note_live();
+        if live == 0 && self.recent_peak_bytes >= IDLE_PURGE_MIN_BYTES {
+            self.recent_peak_bytes = 0;
+            return true;
+        }
+        false
     }
 
     /// Takes every dirty run out, up to `PURGE_BATCH` at a time.

@@ -70,6 +70,8 @@ pub(crate) struct Arena {
     pub(crate) in_use_bytes: usize,
     /// Highest `in_use_bytes` seen.
     pub(crate) peak_in_use_bytes: usize,
+    /// Highest `in_use_bytes` since the arena was last idle.
+    burst_peak_bytes: usize,
 }
 
 // SAFETY: an arena is only touched under its lock; its raw pointers point into
@@ -80,6 +82,9 @@ unsafe impl Send for Arena {}
 pub(crate) enum Freed {
     /// Nothing more to do.
     Done,
+    /// The arena has nothing in use after a burst: give all its empty runs
+    /// (this one included, still listed) back.
+    Idle,
     /// The run is empty and unlinked: give it back to the core
     /// (run address, run bytes, region).
     ReleaseRun(NonNull<u8>, usize, *mut u8),
@@ -93,6 +98,7 @@ impl Arena {
             cached_empty_bytes: 0,
             in_use_bytes: 0,
             peak_in_use_bytes: 0,
+            burst_peak_bytes: 0,
         }
     }
 
@@ -172,8 +178,9 @@ impl Arena {
                 self.unlink(run);
             }
             self.in_use_bytes += info.size as usize;
-            if self.in_use_bytes > self.peak_in_use_bytes {
-                self.peak_in_use_bytes = self.in_use_bytes;
+            if self.in_use_bytes > self.burst_peak_bytes {
+                self.burst_peak_bytes = self.in_use_bytes;
+                self.peak_in_use_bytes = self.peak_in_use_bytes.max(self.in_use_bytes);
             }
             NonNull::new_unchecked(slot)
         }
@@ -210,6 +217,14 @@ impl Arena {
                 return Freed::Done;
             }
             let bytes = info.run_bytes as usize;
+            // The last block of a burst was just freed: give every empty
+            // run back. (A loop that allocates and frees one block makes
+            // no burst: its run stays cached.)
+            if self.in_use_bytes == 0 && self.burst_peak_bytes >= crate::medium::IDLE_PURGE_MIN_BYTES {
+                self.burst_peak_bytes = 0;
+                self.cached_empty_bytes += bytes;
+                return Freed::Idle;
+            }
             if self.cached_empty_bytes + bytes <= trim_threshold {
                 self.cached_empty_bytes += bytes;
                 return Freed::Done;

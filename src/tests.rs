@@ -562,6 +562,21 @@ fn unsized_entry_points_find_every_tier() {
 }
 
 #[test]
+fn unsized_realloc_honours_a_larger_alignment() {
+    for threshold in [128 << 10, 1 << 20] {
+        with_alloc(mmap_config().mmap_threshold(threshold), 0, 4096, |a| {
+            // SAFETY: a live block, reallocated once and freed once.
+            unsafe {
+                let p = a.alloc(Layout::from_size_align(200_000, 16).unwrap());
+                let q = a.realloc_unsized(NonNull::new(p).unwrap(), 200_000, 64);
+                assert_eq!(q as usize % 64, 0, "threshold {threshold}");
+                a.free_unsized(NonNull::new(q).unwrap());
+            }
+        });
+    }
+}
+
+#[test]
 #[should_panic(expected = "nolibc-alloc: double free")]
 fn unsized_double_free_is_caught() {
     with_alloc(mmap_config(), 0, 4096, |a| {
