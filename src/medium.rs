@@ -60,6 +60,8 @@ struct DirtyRun {
     prev: *mut DirtyRun,
     region: *mut Region,
     bytes: usize,
+    /// `Core::run_events` when the run became dirty.
+    since: usize,
 }
 
 /// Run sizes, one dirty list each.
@@ -69,10 +71,13 @@ const RUN_SIZES: [usize; 3] = [
     crate::class::RUN_BYTES_BIG,
 ];
 
-/// Dirty bytes kept at least while the program is busy (its live bytes
-/// near their recent peak): runs that cycle between empty and in use then
-/// need no `madvise` and no page faults.
-pub(crate) const DIRTY_BUSY_BYTES: usize = 1 << 20;
+/// A dirty run above the floor (the trim threshold) goes back to the kernel
+/// once this many runs have been handed in or out since it became dirty:
+/// runs that cycle between empty and in use are reused before they age, so
+/// they cost no `madvise` and no page fault; runs nobody asked for again
+/// are given back. (jemalloc decays dirty pages by time; this counts events,
+/// which needs no clock.)
+pub(crate) const DIRTY_AGE_EVENTS: usize = 1024;
 
 /// A burst of at least this many live bytes, all freed, makes the allocator
 /// give everything back at once (see [`Core::idle_after_burst`]).
@@ -99,6 +104,8 @@ pub(crate) struct Core {
     dirty_bytes: usize,
     /// Bytes carved from heaps and not returned (dirty runs included).
     used_bytes: usize,
+    /// Runs handed to or taken from the dirty lists so far (the dirty runs' clock).
+    run_events: usize,
     /// A slowly decaying high-water mark of `used_bytes - dirty_bytes`: when
     /// the program has freed nearly everything it had, dirty runs go back
     /// to the kernel down to the floor; while it is busy, more are kept.
@@ -139,6 +146,7 @@ impl Core {
             dirty_bytes: 0,
             used_bytes: 0,
             recent_peak_bytes: 0,
+            run_events: 0,
             regions: ptr::null_mut(),
             region_count: 0,
             brk_region: ptr::null_mut(),
@@ -244,6 +252,7 @@ impl Core {
                 (*(*run).next).prev = ptr::null_mut();
             }
             self.dirty_bytes -= bytes;
+            self.run_events += 1;
             Some((
                 NonNull::new_unchecked(run.cast()),
                 NonNull::new_unchecked((*run).region),
@@ -251,8 +260,8 @@ impl Core {
         }
     }
 
-    /// Keeps an empty run dirty; returns the oldest runs to purge so that the
-    /// dirty bytes stay within `max(floor, live bytes / 8)`.
+    /// Keeps an empty run dirty; returns the runs to purge: beyond `floor`
+    /// dirty bytes, those unused for [`DIRTY_AGE_EVENTS`], oldest first.
     ///
     /// # Safety
     /// The run (`bytes` long, one of the run sizes) came from `region` and is
@@ -277,6 +286,7 @@ impl Core {
                 prev: ptr::null_mut(),
                 region: region.as_ptr(),
                 bytes,
+                since: self.run_events,
             });
             if self.dirty[i].is_null() {
                 self.dirty_tail[i] = run;
@@ -286,20 +296,21 @@ impl Core {
         }
         self.dirty[i] = run;
         self.dirty_bytes += bytes;
-        let live = self.note_live();
-        let cap = if live < self.recent_peak_bytes / 16 {
-            // Nearly everything was freed: give the memory back.
-            floor
-        } else {
-            floor.max(DIRTY_BUSY_BYTES).max(live / 8)
-        };
+        self.run_events += 1;
+        self.note_live();
         let mut n = 0;
-        while self.dirty_bytes > cap && n < PURGE_BATCH {
-            // The largest size with a dirty run gives back its oldest.
-            let Some(j) = (0..3).rev().find(|&j| !self.dirty_tail[j].is_null()) else {
-                break;
-            };
+        while self.dirty_bytes > floor && n < PURGE_BATCH {
+            // The oldest dirty run, if it has lain unused long enough.
+            let oldest = (0..3)
+                .filter(|&j| !self.dirty_tail[j].is_null())
+                // SAFETY: listed dirty runs are live memory of ours.
+                .min_by_key(|&j| unsafe { (*self.dirty_tail[j]).since });
+            let Some(j) = oldest else { break };
             let old = self.dirty_tail[j];
+            // SAFETY: as above.
+            if self.run_events - unsafe { (*old).since } < DIRTY_AGE_EVENTS {
+                break;
+            }
             // SAFETY: listed dirty runs are live memory of ours.
             unsafe {
                 self.dirty_tail[j] = (*old).prev;
