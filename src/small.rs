@@ -43,9 +43,12 @@ pub(crate) struct Run {
     /// Whether the run is linked in its class list. Invariant: true iff
     /// `live < slots` (it has a free slot).
     listed: bool,
+    /// Written as zeros: the pointer-only lookup of a slot near the header
+    /// reads these bytes, which must not be uninitialised padding.
+    reserved: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<Run>() <= RUN_HEADER_BYTES);
+const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
 #[repr(C)]
 struct FreeSlot {
@@ -141,6 +144,7 @@ impl Arena {
                 live: 0,
                 class: class as u8,
                 listed: false,
+                reserved: [0; 6],
             });
             // A new run counts as cached-empty until its first slot is taken.
             self.cached_empty_bytes += info.run_bytes as usize;

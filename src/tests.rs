@@ -433,7 +433,8 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
             let size = match rng.below(10) {
                 0..=6 => 1 + rng.below(600) as usize,
                 7 | 8 => 1 + rng.below(MAX_CLASS_BYTES as u64 + 1000) as usize,
-                _ => 1 + rng.below(2 << 20) as usize,
+                // Under Miri the fake's buffer is small.
+                _ => 1 + rng.below(if cfg!(miri) { 300_000 } else { 2 << 20 }) as usize,
             };
             let wide = rng.below(8) == 0;
             let align = 1usize << rng.below(if wide { 17 } else { 5 });
@@ -467,7 +468,7 @@ fn model_run(a: &NolibcAlloc<FakeSource>, steps: usize, seed: u64) {
             let new_size = match rng.below(3) {
                 0 => layout.size(),
                 1 => 1 + rng.below(layout.size() as u64) as usize,
-                _ => layout.size() + 1 + rng.below(300_000) as usize,
+                _ => layout.size() + 1 + rng.below(if cfg!(miri) { 100_000 } else { 300_000 }) as usize,
             };
             // SAFETY: live block with its layout.
             let q = unsafe { a.realloc(p, layout, new_size) };
