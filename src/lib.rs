@@ -692,9 +692,11 @@ impl<S: Source> NolibcAlloc<S> {
                 }
             }
         }
-        // A block that grows past the mmap threshold is likely to grow again:
-        // give it a mapping of its own, which later growth remaps in place.
-        let new = if new_size > old_size && new_size >= self.config.mmap_threshold {
+        // A block that grows past the mmap threshold from a good size is
+        // likely to grow again: give it a mapping of its own, which later
+        // growth remaps in place.
+        let grows_steadily = old_size >= self.config.mmap_threshold / 4;
+        let new = if new_size > old_size && grows_steadily && new_size >= self.config.mmap_threshold {
             self.alloc_large(new_size, align)
         } else {
             // SAFETY: a layout of the same alignment; new_size was checked by the caller.

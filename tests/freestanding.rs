@@ -31,7 +31,13 @@ fn run(arch: Arch, name: &str, page_size: Option<usize>, args: &[&str]) -> (Outp
 
 /// Runs an example that must succeed and end with `NAME: ok`; returns its stdout.
 fn run_ok(arch: Arch, name: &str, page_size: Option<usize>) -> String {
-    let (out, stdout) = run(arch, name, page_size, &[]);
+    run_ok_with(arch, name, page_size, &[], name)
+}
+
+/// Runs an example with arguments; it must succeed and end with `LAST: ok`.
+fn run_ok_with(arch: Arch, name: &str, page_size: Option<usize>, args: &[&str], last: &str) -> String {
+    let (out, stdout) = run(arch, name, page_size, args);
+    let name = last;
     let what = format!("{name} on {} (page size {page_size:?})", arch.name());
     assert!(
         out.status.success(),
@@ -110,6 +116,10 @@ fn check_arch(arch: Arch, page_size: usize) {
     );
     run_ok(arch, "brk_blocked", None);
     assert_eq!(run_ok(arch, "tiny", None), "tiny: ok\n");
+    // Fewer operations under an emulator: it is about 20 times slower.
+    let ops = if arch.qemu().is_some() { "40000" } else { "200000" };
+    let stress = run_ok_with(arch, "stress", None, &[ops], "stress");
+    assert!(stress.contains(&format!("{ops} operations, contents and alignment verified")), "{stress}");
 
     let (out, stdout) = run(arch, "hello", None, &["--panic", "x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -138,6 +148,12 @@ fn check_arch(arch: Arch, page_size: usize) {
 fn x86_64() {
     build(Arch::X86_64);
     check_arch(Arch::X86_64, 4096);
+    // Hostile environments, natively only (an emulator's own memory would be
+    // squeezed too): null, never a crash, and allocation works again.
+    for scenario in ["rlimit-data", "rlimit-as", "reserve"] {
+        let out = run_ok_with(Arch::X86_64, "hostile", None, &[scenario], &format!("hostile {scenario}"));
+        assert!(out.contains("before null") && out.contains("works again after frees"), "{out}");
+    }
 }
 
 #[test]
@@ -151,6 +167,7 @@ fn aarch64() {
         "hello under qemu-aarch64 -p 65536:\n{hello}"
     );
     run_ok(Arch::Aarch64, "brk_blocked", Some(65536));
+    run_ok_with(Arch::Aarch64, "stress", Some(65536), &["40000"], "stress");
     assert_eq!(run_ok(Arch::Aarch64, "tiny", Some(65536)), "tiny: ok\n");
 }
 

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 pub const NIGHTLY: &str = "nightly-2026-05-20";
 
 /// The examples that are freestanding programs.
-pub const EXAMPLES: [&str; 3] = ["hello", "brk_blocked", "tiny"];
+pub const EXAMPLES: [&str; 5] = ["hello", "brk_blocked", "tiny", "stress", "hostile"];
 
 /// The `*-linux-nostd.json` target specs at the repository root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,14 +198,9 @@ pub fn build(arch: Arch, examples: &[&str]) -> Result<(), String> {
     for name in examples {
         cmd.args(["--example", name]);
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "building the examples for {} failed ({status})",
-            arch.target()
-        ));
+        return Err(format!("building the examples for {} failed ({status})", arch.target()));
     }
     Ok(())
 }
@@ -245,12 +240,7 @@ pub fn runner(arch: Arch, bin: &Path, page_size: Option<usize>) -> Result<Comman
 }
 
 /// Runs `bin` and captures its output.
-pub fn run_captured(
-    arch: Arch,
-    bin: &Path,
-    page_size: Option<usize>,
-    args: &[OsString],
-) -> Result<Output, String> {
+pub fn run_captured(arch: Arch, bin: &Path, page_size: Option<usize>, args: &[OsString]) -> Result<Output, String> {
     output(runner(arch, bin, page_size)?.args(args))
 }
 
@@ -260,13 +250,9 @@ pub fn run_captured(
 pub fn stripped_size(arch: Arch, bin: &Path) -> Result<u64, String> {
     let sysroot = ensure_nightly()?;
     let host = host_triple()?;
-    let objcopy = sysroot
-        .join("lib/rustlib")
-        .join(host)
-        .join("bin/rust-objcopy");
+    let objcopy = sysroot.join("lib/rustlib").join(host).join("bin/rust-objcopy");
     let out_dir = build_dir().join("stripped").join(arch.name());
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let out = out_dir.join(bin.file_name().unwrap_or_default());
     // It links the toolchain's libLLVM.
     let mut libs = vec![sysroot.join("lib")];
