@@ -45,6 +45,20 @@ pub struct ClassInfo {
     pub slot0: u32,
     /// Slots per run.
     pub slots: u32,
+    /// `ceil(2^40 / size)`: `offset * recip >> 40 == offset / size` for
+    /// every offset inside a run (offsets below 2^20, sizes below 2^17, so
+    /// 40 bits are enough), a multiplication instead of a division on the
+    /// free path.
+    pub recip: u64,
+}
+
+impl ClassInfo {
+    /// The slot index and whether `offset` (from slot 0) is on a slot boundary.
+    #[inline]
+    pub const fn slot_of(&self, offset: usize) -> (usize, bool) {
+        let index = ((offset as u64 * self.recip) >> 40) as usize;
+        (index, index * self.size as usize == offset)
+    }
 }
 
 /// Classes spaced by 16 bytes (up to 1 KiB).
@@ -100,6 +114,7 @@ const fn info(index: usize) -> ClassInfo {
         run_bytes: run as u32,
         slot0: slot0 as u32,
         slots: slots as u32,
+        recip: (1u64 << 40).div_ceil(size as u64),
     }
 }
 
@@ -109,6 +124,7 @@ const fn build_table() -> [ClassInfo; CLASS_COUNT] {
         run_bytes: 0,
         slot0: 0,
         slots: 0,
+        recip: 0,
     }; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
@@ -221,6 +237,17 @@ mod tests {
             }
         }
         assert_eq!(class_for(1, 8192), None);
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact_in_every_run() {
+        for c in CLASSES.iter() {
+            let step = if cfg!(miri) { 4093 } else { 1 };
+            for off in (0..c.run_bytes as usize).step_by(step) {
+                let size = c.size as usize;
+                assert_eq!(c.slot_of(off), (off / size, off % size == 0), "size {size} offset {off}");
+            }
+        }
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Arena {
         // SAFETY: `run_of` checked the header; this arena's lock is held.
         unsafe {
             let info = &CLASSES[(*run).class as usize];
-            let index = (ptr.as_ptr() as usize - run as usize - info.slot0 as usize) / info.size as usize;
+            let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
             if index >= (*run).bump as usize {
                 fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
             }
@@ -382,7 +382,7 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
         return None;
     }
     let off = addr - run_addr;
-    if off < info.slot0 as usize || !(off - info.slot0 as usize).is_multiple_of(info.size as usize) {
+    if off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1 {
         fault(Fault::InvalidPointer, addr);
     }
     // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
