@@ -74,3 +74,61 @@ impl Default for Config {
         Self::new()
     }
 }
+
+/// A [`Config`] as the allocator keeps it: every field stored so that the
+/// defaults are zero bytes, which puts a default allocator `static` in
+/// `.bss` (no bytes in the executable) rather than `.data`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// `mmap_threshold ^ DEFAULT_MMAP_THRESHOLD_BYTES`.
+    mmap_threshold_x: usize,
+    /// `trim_threshold ^ DEFAULT_TRIM_THRESHOLD_BYTES`.
+    trim_threshold_x: usize,
+    /// `!adaptive_threshold`.
+    fixed_threshold: bool,
+    /// `use_brk`: 0 = by target, 1 = on, 2 = off.
+    brk: u8,
+}
+
+impl Tuning {
+    pub(crate) const fn new(c: Config) -> Self {
+        Tuning {
+            mmap_threshold_x: c.mmap_threshold ^ DEFAULT_MMAP_THRESHOLD_BYTES,
+            trim_threshold_x: c.trim_threshold ^ DEFAULT_TRIM_THRESHOLD_BYTES,
+            fixed_threshold: !c.adaptive_threshold,
+            brk: match c.use_brk {
+                None => 0,
+                Some(true) => 1,
+                Some(false) => 2,
+            },
+        }
+    }
+
+    pub(crate) const fn config(&self) -> Config {
+        Config {
+            mmap_threshold: self.mmap_threshold(),
+            adaptive_threshold: !self.fixed_threshold,
+            trim_threshold: self.trim_threshold(),
+            use_brk: match self.brk {
+                0 => None,
+                1 => Some(true),
+                _ => Some(false),
+            },
+        }
+    }
+
+    #[inline]
+    pub(crate) const fn mmap_threshold(&self) -> usize {
+        self.mmap_threshold_x ^ DEFAULT_MMAP_THRESHOLD_BYTES
+    }
+
+    #[inline]
+    pub(crate) const fn trim_threshold(&self) -> usize {
+        self.trim_threshold_x ^ DEFAULT_TRIM_THRESHOLD_BYTES
+    }
+
+    #[inline]
+    pub(crate) const fn adaptive_threshold(&self) -> bool {
+        !self.fixed_threshold
+    }
+}

@@ -51,8 +51,8 @@ pub struct NolibcAlloc<S: Source = Linux> {
     os: os::Os<S>,
     core: Mutex<Core>,
     arenas: [Mutex<Arena>; ARENA_COUNT],
-    config: Config,
-    /// Current mmap threshold: at least `config.mmap_threshold`, raised when
+    tuning: config::Tuning,
+    /// The mmap threshold once raised (0 until then): raised when
     /// large blocks are freed (unless the threshold was set explicitly).
     threshold: AtomicUsize,
     /// Lets the main thread skip the arena lock while it is alone.
@@ -99,15 +99,15 @@ impl<S: Source> NolibcAlloc<S> {
             os: os::Os::new(source),
             core: Mutex::new(Core::new(config.brk_enabled())),
             arenas: [const { Mutex::new(Arena::new()) }; ARENA_COUNT],
-            threshold: AtomicUsize::new(config.mmap_threshold),
+            threshold: AtomicUsize::new(0),
             solo: Solo::new(),
-            config,
+            tuning: config::Tuning::new(config),
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> Config {
-        self.config
+        self.tuning.config()
     }
 
     /// The source of memory.
@@ -148,7 +148,7 @@ impl<S: Source> NolibcAlloc<S> {
 
     /// The current mmap threshold in bytes.
     pub fn mmap_threshold(&self) -> usize {
-        self.threshold.load(Relaxed)
+        self.threshold.load(Relaxed).max(self.tuning.mmap_threshold())
     }
 
     /// Gives every empty run and every empty region back to the kernel;
@@ -205,7 +205,7 @@ impl<S: Source> NolibcAlloc<S> {
             for &(mem, bytes, region) in &runs[..n] {
                 released += bytes;
                 // SAFETY: the run was unlinked from its arena and is ours alone.
-                unsafe { self.release_run(mem, bytes, region, self.config.trim_threshold) };
+                unsafe { self.release_run(mem, bytes, region, self.tuning.trim_threshold()) };
             }
             if n < runs.len() {
                 return released;
@@ -301,7 +301,7 @@ impl<S: Source> NolibcAlloc<S> {
         if index >= ARENA_COUNT {
             fault(Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
         }
-        let trim = self.config.trim_threshold;
+        let trim = self.tuning.trim_threshold();
         let freed = if self.solo.enter(&self.os.source) {
             // SAFETY: solo mode: no other thread is in the allocator; the run
             // belongs to that arena.
@@ -363,7 +363,7 @@ impl<S: Source> NolibcAlloc<S> {
             let mut core = self.core.lock();
             for (v, out) in victims.iter().flatten().zip(releases.iter_mut()) {
                 // SAFETY: the run was carved from this region with this layout.
-                *out = unsafe { core.dealloc(&self.os, v.mem, v.bytes, v.bytes, v.region, self.config.trim_threshold) };
+                *out = unsafe { core.dealloc(&self.os, v.mem, v.bytes, v.bytes, v.region, self.tuning.trim_threshold()) };
             }
         }
         for release in releases {
@@ -381,7 +381,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// Allocation that is not a slot: medium or large.
     #[cold]
     fn alloc_block(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
-        if size >= self.threshold.load(Relaxed) || align > self.os.page() {
+        if size >= self.mmap_threshold() || align > self.os.page() {
             return self.alloc_large(size, align);
         }
         let pad = large::pad_for(align);
@@ -458,7 +458,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// The size class serving `size` and `align`, if the small tier does.
     #[inline]
     fn small_class(&self, size: usize, align: usize) -> Option<usize> {
-        if size < self.config.mmap_threshold {
+        if size < self.tuning.mmap_threshold() {
             class_for(size, align)
         } else {
             None
@@ -515,7 +515,7 @@ impl<S: Source> NolibcAlloc<S> {
                     // SAFETY: the block came from this region's heap with this length.
                     let release = unsafe {
                         let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
-                        core.dealloc(&self.os, base, len, 16, region, self.config.trim_threshold)
+                        core.dealloc(&self.os, base, len, 16, region, self.tuning.trim_threshold())
                     };
                     (release, core.idle_after_burst())
                 };
@@ -526,9 +526,8 @@ impl<S: Source> NolibcAlloc<S> {
             }
             Block::Large { map, len, .. } => {
                 stats::Counters::sub(&self.os.counters.block_bytes, len);
-                if self.config.adaptive_threshold {
-                    let t = self.threshold.load(Relaxed);
-                    if len > t && len <= MAX_MMAP_THRESHOLD_BYTES {
+                if self.tuning.adaptive_threshold() {
+                    if len > self.mmap_threshold() && len <= MAX_MMAP_THRESHOLD_BYTES {
                         self.threshold.store(len, Relaxed);
                     }
                 }
@@ -684,7 +683,7 @@ impl<S: Source> NolibcAlloc<S> {
                 {
                     return ptr.as_ptr();
                 }
-                if aligned && new_size >= self.config.mmap_threshold && align <= self.os.page() {
+                if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
                     // SAFETY: the block is ours; remap keeps its contents.
                     if let Some(p) = unsafe { self.remap_large(ptr, map, len, pad, new_size) } {
                         return p;
@@ -695,8 +694,8 @@ impl<S: Source> NolibcAlloc<S> {
         // A block that grows past the mmap threshold from a good size is
         // likely to grow again: give it a mapping of its own, which later
         // growth remaps in place.
-        let grows_steadily = old_size >= self.config.mmap_threshold / 4;
-        let new = if new_size > old_size && grows_steadily && new_size >= self.config.mmap_threshold {
+        let grows_steadily = old_size >= self.tuning.mmap_threshold() / 4;
+        let new = if new_size > old_size && grows_steadily && new_size >= self.tuning.mmap_threshold() {
             self.alloc_large(new_size, align)
         } else {
             // SAFETY: a layout of the same alignment; new_size was checked by the caller.

@@ -151,7 +151,7 @@ impl Core {
             region_count: 0,
             brk_region: ptr::null_mut(),
             brk_state: if use_brk { BrkState::On } else { BrkState::Off },
-            next_region_bytes: FIRST_REGION_BYTES,
+            next_region_bytes: 0,
             stack_floor: 0,
         }
     }
@@ -429,7 +429,9 @@ impl Core {
 
     fn map_region<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
         let exact = align_up(need.checked_add(HEADER_BYTES)?, os.page())?;
-        let mut len = exact.max(self.next_region_bytes);
+        // 0 stands for the first size (a zero field keeps the static in .bss).
+        let next = self.next_region_bytes.max(FIRST_REGION_BYTES);
+        let mut len = exact.max(next);
         let base = match os.map(len) {
             Some(base) => base,
             // Near a limit (RLIMIT_AS, RLIMIT_DATA, address space): what is
@@ -440,8 +442,8 @@ impl Core {
             }
             None => return None,
         };
-        if len >= self.next_region_bytes {
-            self.next_region_bytes = (self.next_region_bytes * 2).min(MAX_REGION_BYTES);
+        if len >= next {
+            self.next_region_bytes = (next * 2).min(MAX_REGION_BYTES);
         }
         // SAFETY: a fresh mapping of `len` bytes.
         Some(unsafe { self.install(base, len, false) })
