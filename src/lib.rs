@@ -526,10 +526,8 @@ impl<S: Source> NolibcAlloc<S> {
             }
             Block::Large { map, len, .. } => {
                 stats::Counters::sub(&self.os.counters.block_bytes, len);
-                if self.tuning.adaptive_threshold() {
-                    if len > self.mmap_threshold() && len <= MAX_MMAP_THRESHOLD_BYTES {
-                        self.threshold.store(len, Relaxed);
-                    }
+                if self.tuning.adaptive_threshold() && len > self.mmap_threshold() && len <= MAX_MMAP_THRESHOLD_BYTES {
+                    self.threshold.store(len, Relaxed);
                 }
                 // SAFETY: the mapping is the block's alone.
                 unsafe { self.os.unmap(map, len) };
