@@ -40,27 +40,21 @@ fn main() -> i32 {
     let at = (brk_start + page - 1) & !(page - 1);
     // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: the range is free
     // (and becomes ours) or the call fails.
-    let blocker = match unsafe {
-        sys::mmap_anon(
-            at,
-            page,
-            sys::PROT_RW,
-            sys::MAP_PRIVATE_ANON | sys::MAP_FIXED_NOREPLACE,
-        )
-    } {
-        Ok(addr) if addr == at => addr,
-        Ok(addr) => {
-            println!(
-                "FAILED: MAP_FIXED_NOREPLACE at {:#x} gave {:#x} (kernel older than 4.17?)",
-                at, addr
-            );
-            return 1;
-        }
-        Err(e) => {
-            println!("FAILED: cannot map a page at the break {:#x}: {:?}", at, e);
-            return 1;
-        }
-    };
+    let blocker =
+        match unsafe { sys::mmap_anon(at, page, sys::PROT_RW, sys::MAP_PRIVATE_ANON | sys::MAP_FIXED_NOREPLACE) } {
+            Ok(addr) if addr == at => addr,
+            Ok(addr) => {
+                println!(
+                    "FAILED: MAP_FIXED_NOREPLACE at {:#x} gave {:#x} (kernel older than 4.17?)",
+                    at, addr
+                );
+                return 1;
+            }
+            Err(e) => {
+                println!("FAILED: cannot map a page at the break {:#x}: {:?}", at, e);
+                return 1;
+            }
+        };
     // SAFETY: the page was just mapped read-write for us alone.
     unsafe { core::ptr::write_bytes(blocker as *mut u8, BLOCKER_FILL, page) };
     println!("page size: {}", page);
@@ -82,10 +76,7 @@ fn main() -> i32 {
     for i in 0..BLOCKS {
         blocks.push(Box::new([fill(i); BLOCK_BYTES]));
     }
-    let intact = blocks
-        .iter()
-        .enumerate()
-        .all(|(i, b)| b.iter().all(|&x| x == fill(i)));
+    let intact = blocks.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == fill(i)));
 
     // SAFETY: brk(0) only reads the break.
     let brk_now = unsafe { sys::kernel_brk(0) };
@@ -129,10 +120,7 @@ fn main() -> i32 {
         (in_brk == 0, "blocks inside the brk segment"),
         (on_blocker == 0, "blocks on the blocking page"),
         (blocker_intact, "blocking page overwritten"),
-        (
-            stats.brk_bytes == 0,
-            "the allocator reports memory from brk",
-        ),
+        (stats.brk_bytes == 0, "the allocator reports memory from brk"),
     ] {
         if !ok {
             println!("FAILED: {}", what);

@@ -117,8 +117,7 @@ fn parse_maps(text: &str) -> Vec<Region> {
         let Some((lo, hi)) = range.split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-        else {
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) else {
             continue;
         };
         regions.push(Region {
@@ -239,14 +238,8 @@ fn main() -> i32 {
     let mut small = Box::new([0u8; 32]);
     small.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
     let mut large = vec![0u8; 1 << 20];
-    large
-        .iter_mut()
-        .enumerate()
-        .for_each(|(i, b)| *b = (i % 251) as u8);
-    check(
-        "small contents",
-        small.iter().enumerate().all(|(i, &b)| b == i as u8),
-    );
+    large.iter_mut().enumerate().for_each(|(i, b)| *b = (i % 251) as u8);
+    check("small contents", small.iter().enumerate().all(|(i, &b)| b == i as u8));
     check(
         "large contents",
         large.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
@@ -288,8 +281,7 @@ fn main() -> i32 {
 
     println!();
     println!("address space, low to high:");
-    let mark =
-        |(addr, what): (usize, &str)| println!("  {:#014x}                  <- {}", addr, what);
+    let mark = |(addr, what): (usize, &str)| println!("  {:#014x}                  <- {}", addr, what);
     let mut next_mark = 0;
     let mut prev_end = 0;
     for r in &regions {
@@ -330,10 +322,7 @@ fn main() -> i32 {
     let is = |addr: usize, want: &str| matches!(where_is(addr).as_str(), w if w == want || w == "not listed");
     check("fn main in program text", is(text_at, "program text"));
     check("static in program data", is(data_at, "program data/bss"));
-    check(
-        "local variable on the stack",
-        is(local_at, "main thread stack"),
-    );
+    check("local variable on the stack", is(local_at, "main thread stack"));
 
     let stats = ALLOC.stats();
     println!(

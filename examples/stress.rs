@@ -101,7 +101,7 @@ fn main() -> i32 {
                 let layout = random_layout(&mut rng);
                 // SAFETY: a non-zero layout.
                 let ptr = unsafe { ALLOC.alloc(layout) };
-                if ptr.is_null() || (ptr as usize) % layout.align() != 0 {
+                if ptr.is_null() || !(ptr as usize).is_multiple_of(layout.align()) {
                     println!("FAILED: op {op}: alloc {layout:?} gave {ptr:p}");
                     return 1;
                 }
@@ -121,12 +121,16 @@ fn main() -> i32 {
                 let b = &live[i];
                 // SAFETY: a live block with its layout; the size is small.
                 let ptr = unsafe { ALLOC.realloc(b.ptr, b.layout, new_size) };
-                if ptr.is_null() || (ptr as usize) % b.layout.align() != 0 {
+                if ptr.is_null() || !(ptr as usize).is_multiple_of(b.layout.align()) {
                     println!("FAILED: op {op}: realloc to {new_size} gave {ptr:p}");
                     return 1;
                 }
                 let kept = b.layout.size().min(new_size);
-                let moved = Block { ptr, layout: b.layout, tag: b.tag };
+                let moved = Block {
+                    ptr,
+                    layout: b.layout,
+                    tag: b.tag,
+                };
                 failures += !check(&moved, kept) as usize;
                 let layout = Layout::from_size_align(new_size, b.layout.align()).unwrap_or(b.layout);
                 live[i] = Block { ptr, layout, tag };
@@ -136,8 +140,10 @@ fn main() -> i32 {
         }
         if op % 4096 == 0 {
             peak_brk = peak_brk.max(ALLOC.stats().brk_bytes);
-            let mut ranges: Vec<(usize, usize)> =
-                live.iter().map(|b| (b.ptr as usize, b.ptr as usize + b.layout.size())).collect();
+            let mut ranges: Vec<(usize, usize)> = live
+                .iter()
+                .map(|b| (b.ptr as usize, b.ptr as usize + b.layout.size()))
+                .collect();
             ranges.sort_unstable();
             if ranges.windows(2).any(|w| w[0].1 > w[1].0) {
                 println!("FAILED: op {op}: two live blocks overlap");

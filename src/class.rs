@@ -245,7 +245,11 @@ mod tests {
             let step = if cfg!(miri) { 4093 } else { 1 };
             for off in (0..c.run_bytes as usize).step_by(step) {
                 let size = c.size as usize;
-                assert_eq!(c.slot_of(off), (off / size, off % size == 0), "size {size} offset {off}");
+                assert_eq!(
+                    c.slot_of(off),
+                    (off / size, off % size == 0),
+                    "size {size} offset {off}"
+                );
             }
         }
     }
@@ -275,7 +279,10 @@ mod waste {
 
     fn average_waste(range: core::ops::RangeInclusive<usize>) -> f64 {
         let n = range.clone().count() as f64;
-        range.map(|s| (CLASSES[class_for(s, 1).unwrap()].size as usize - s) as f64).sum::<f64>() / n
+        range
+            .map(|s| (CLASSES[class_for(s, 1).unwrap()].size as usize - s) as f64)
+            .sum::<f64>()
+            / n
     }
 
     #[test]

@@ -363,7 +363,16 @@ impl<S: Source> NolibcAlloc<S> {
             let mut core = self.core.lock();
             for (v, out) in victims.iter().flatten().zip(releases.iter_mut()) {
                 // SAFETY: the run was carved from this region with this layout.
-                *out = unsafe { core.dealloc(&self.os, v.mem, v.bytes, v.bytes, v.region, self.tuning.trim_threshold()) };
+                *out = unsafe {
+                    core.dealloc(
+                        &self.os,
+                        v.mem,
+                        v.bytes,
+                        v.bytes,
+                        v.region,
+                        self.tuning.trim_threshold(),
+                    )
+                };
             }
         }
         for release in releases {
@@ -667,7 +676,10 @@ impl<S: Source> NolibcAlloc<S> {
             Block::Medium { len, pad, .. } => {
                 let usable = len - pad;
                 let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
-                if aligned && new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none()
+                if aligned
+                    && new_size <= usable
+                    && new_size >= usable / 2
+                    && self.small_class(new_size, align).is_none()
                 {
                     return ptr.as_ptr();
                 }
@@ -677,7 +689,10 @@ impl<S: Source> NolibcAlloc<S> {
                 // Remapping keeps the offset in the page: aligned stays aligned
                 // for alignments up to a page.
                 let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
-                if aligned && new_size <= usable && new_size >= usable / 2 && self.small_class(new_size, align).is_none()
+                if aligned
+                    && new_size <= usable
+                    && new_size >= usable / 2
+                    && self.small_class(new_size, align).is_none()
                 {
                     return ptr.as_ptr();
                 }

@@ -397,10 +397,7 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
 /// `ptr` lies in a run (the caller has ruled out medium and large blocks),
 /// so every probed address is inside that run and readable — or the caller
 /// checks with `readable` that each probed address can be read.
-pub(crate) unsafe fn find_run(
-    ptr: NonNull<u8>,
-    readable: impl Fn(*const u8) -> bool,
-) -> Option<(NonNull<Run>, usize)> {
+pub(crate) unsafe fn find_run(ptr: NonNull<u8>, readable: impl Fn(*const u8) -> bool) -> Option<(NonNull<Run>, usize)> {
     let addr = ptr.as_ptr() as usize;
     for run_bytes in [
         crate::class::RUN_BYTES_SMALL,

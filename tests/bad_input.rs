@@ -91,14 +91,7 @@ fn impossible_sizes(align: usize) -> Vec<usize> {
     let max = isize::MAX as usize - align + 1; // the largest valid size for `align`
     let mut v: Vec<usize> = (0..40).map(|k| max - k).collect();
     v.extend((1..8).map(|k| max - k * 4096));
-    v.extend([
-        max / 2 + 1,
-        1 << 62,
-        1 << 56,
-        1 << 48,
-        (1 << 47) + 1,
-        1 << 47,
-    ]);
+    v.extend([max / 2 + 1, 1 << 62, 1 << 56, 1 << 48, (1 << 47) + 1, 1 << 47]);
     v.retain(|&s| Layout::from_size_align(s, align).is_ok());
     v
 }
@@ -112,10 +105,7 @@ fn impossible_sizes_return_null() {
                 let layout = Layout::from_size_align(size, align).unwrap();
                 // SAFETY: valid layout.
                 let p = unsafe { a.alloc(layout) };
-                assert!(
-                    p.is_null(),
-                    "{name}: alloc({size:#x}, {align}) = {p:p}, expected null"
-                );
+                assert!(p.is_null(), "{name}: alloc({size:#x}, {align}) = {p:p}, expected null");
                 // SAFETY: valid layout.
                 let p = unsafe { a.alloc_zeroed(layout) };
                 assert!(
@@ -125,10 +115,7 @@ fn impossible_sizes_return_null() {
             }
         }
         let s = a.stats();
-        assert_eq!(
-            s.in_use_bytes, 0,
-            "{name}: failed requests left bytes in use: {s:?}"
-        );
+        assert_eq!(s.in_use_bytes, 0, "{name}: failed requests left bytes in use: {s:?}");
     }
 }
 
@@ -153,10 +140,7 @@ fn impossible_realloc_keeps_the_block() {
                 // Still usable: grow it for real, then free.
                 // SAFETY: a live block with its layout.
                 let q = unsafe { a.realloc(p, layout, old + 4096) };
-                assert!(
-                    !q.is_null(),
-                    "{ctx}: a possible realloc failed after impossible ones"
-                );
+                assert!(!q.is_null(), "{ctx}: a possible realloc failed after impossible ones");
                 assert_pattern(q, id, old, &ctx);
                 // SAFETY: live, with its current layout.
                 unsafe { a.dealloc(q, Layout::from_size_align(old + 4096, align).unwrap()) };
@@ -174,10 +158,7 @@ fn alignments_up_to_1_gib() {
     for (name, a) in configs() {
         for shift in 0..=30 {
             let align = 1usize << shift;
-            for (i, &size) in [1, 24, 1000, 5000, 100 * KIB, 200 * KIB, MIB + 1]
-                .iter()
-                .enumerate()
-            {
+            for (i, &size) in [1, 24, 1000, 5000, 100 * KIB, 200 * KIB, MIB + 1].iter().enumerate() {
                 let ctx = format!("{name}: size {size} align {align:#x}");
                 let id = (shift * 10 + i) as u64;
                 let p = alloc_filled(&a, size, align, id, &ctx);
@@ -185,11 +166,7 @@ fn alignments_up_to_1_gib() {
                 // SAFETY: valid layout, size > 0.
                 let z = unsafe { a.alloc_zeroed(layout) };
                 assert!(!z.is_null(), "{ctx}: alloc_zeroed returned null");
-                assert_eq!(
-                    z as usize % align,
-                    0,
-                    "{ctx}: alloc_zeroed = {z:p} misaligned"
-                );
+                assert_eq!(z as usize % align, 0, "{ctx}: alloc_zeroed = {z:p} misaligned");
                 // SAFETY: a live block of `size` bytes.
                 let nonzero = unsafe { support::first_nonzero(z, size) };
                 assert_eq!(nonzero, None, "{ctx}: alloc_zeroed not zero");
@@ -201,22 +178,13 @@ fn alignments_up_to_1_gib() {
                 // SAFETY: a live block with its layout; `big` is small.
                 let q = unsafe { a.realloc(p, layout, big) };
                 assert!(!q.is_null(), "{ctx}: realloc to {big} failed");
-                assert_eq!(
-                    q as usize % align,
-                    0,
-                    "{ctx}: realloc to {big} = {q:p} misaligned"
-                );
+                assert_eq!(q as usize % align, 0, "{ctx}: realloc to {big} = {q:p} misaligned");
                 assert_pattern(q, id, size, &ctx);
                 let small = size.div_ceil(3);
                 // SAFETY: live, with its current layout.
-                let r =
-                    unsafe { a.realloc(q, Layout::from_size_align(big, align).unwrap(), small) };
+                let r = unsafe { a.realloc(q, Layout::from_size_align(big, align).unwrap(), small) };
                 assert!(!r.is_null(), "{ctx}: realloc to {small} failed");
-                assert_eq!(
-                    r as usize % align,
-                    0,
-                    "{ctx}: realloc to {small} = {r:p} misaligned"
-                );
+                assert_eq!(r as usize % align, 0, "{ctx}: realloc to {small} = {r:p} misaligned");
                 assert_pattern(r, id, small, &ctx);
                 // SAFETY: live, with its current layout.
                 unsafe { a.dealloc(r, Layout::from_size_align(small, align).unwrap()) };
@@ -243,11 +211,7 @@ fn alignments_beyond_1_gib_are_null_or_aligned() {
                 continue;
             }
             served += 1;
-            assert_eq!(
-                p as usize % align,
-                0,
-                "alloc({size}, {align:#x}) = {p:p} misaligned"
-            );
+            assert_eq!(p as usize % align, 0, "alloc({size}, {align:#x}) = {p:p} misaligned");
             // SAFETY: a live block of `size` bytes.
             unsafe {
                 p.write(1);
@@ -257,10 +221,7 @@ fn alignments_beyond_1_gib_are_null_or_aligned() {
         }
     }
     // 2 GiB and 4 GiB alignments fit anywhere in a 128 TiB address space.
-    assert!(
-        served >= 6,
-        "only {served} of the over-1-GiB alignments were served"
-    );
+    assert!(served >= 6, "only {served} of the over-1-GiB alignments were served");
     assert_eq!(a.stats().in_use_bytes, 0);
     let _ = GIB;
 }
@@ -325,11 +286,7 @@ fn zero_size_is_unique_and_usable() {
                     }
                 };
                 assert!(!p.is_null(), "{name}: alloc(0, {align}) returned null");
-                assert_eq!(
-                    p as usize % align,
-                    0,
-                    "{name}: alloc(0, {align}) = {p:p} misaligned"
-                );
+                assert_eq!(p as usize % align, 0, "{name}: alloc(0, {align}) = {p:p} misaligned");
                 ptrs.push(p);
             }
             let mut sorted = ptrs.clone();
@@ -344,10 +301,7 @@ fn zero_size_is_unique_and_usable() {
             let p = ptrs.pop().unwrap();
             // SAFETY: a live zero-size block with its layout; new size > 0.
             let q = unsafe { a.realloc(p, layout, 100) };
-            assert!(
-                !q.is_null(),
-                "{name}: realloc(0 -> 100, {align}) returned null"
-            );
+            assert!(!q.is_null(), "{name}: realloc(0 -> 100, {align}) returned null");
             assert_eq!(q as usize % align, 0);
             // SAFETY: a live block of 100 bytes.
             unsafe { support::fill(q, 7, 0, 100) };

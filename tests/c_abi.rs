@@ -455,10 +455,7 @@ fn overhead_figures_in_the_docs() {
         );
     }
     let source = fs::read_to_string(freestanding::repo_root().join("src/c_abi.rs")).expect("readable");
-    for quoted in [
-        "7.5 here against 15.6 for glibc",
-        "(191.5 against 15.5 bytes",
-    ] {
+    for quoted in ["7.5 here against 15.6 for glibc", "(191.5 against 15.5 bytes"] {
         assert!(source.contains(quoted), "src/c_abi.rs no longer quotes `{quoted}`");
     }
 }

@@ -23,8 +23,7 @@ fn build(arch: Arch) {
 fn run(arch: Arch, name: &str, page_size: Option<usize>, args: &[&str]) -> (Output, String) {
     let bin = freestanding::binary(arch, name);
     let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-    let out =
-        freestanding::run_captured(arch, &bin, page_size, &args).unwrap_or_else(|e| panic!("{e}"));
+    let out = freestanding::run_captured(arch, &bin, page_size, &args).unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     (out, stdout)
 }
@@ -58,9 +57,7 @@ fn readelf(flag: &str, bin: &std::path::Path) -> String {
         .arg(flag)
         .arg(bin)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run readelf ({e}): install binutils (`apt-get install binutils`)")
-        });
+        .unwrap_or_else(|e| panic!("cannot run readelf ({e}): install binutils (`apt-get install binutils`)"));
     assert!(
         out.status.success(),
         "readelf {flag} {}: {}",
@@ -119,7 +116,10 @@ fn check_arch(arch: Arch, page_size: usize) {
     // Fewer operations under an emulator: it is about 20 times slower.
     let ops = if arch.qemu().is_some() { "40000" } else { "200000" };
     let stress = run_ok_with(arch, "stress", None, &[ops], "stress");
-    assert!(stress.contains(&format!("{ops} operations, contents and alignment verified")), "{stress}");
+    assert!(
+        stress.contains(&format!("{ops} operations, contents and alignment verified")),
+        "{stress}"
+    );
 
     let (out, stdout) = run(arch, "hello", None, &["--panic", "x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -131,8 +131,7 @@ fn check_arch(arch: Arch, page_size: usize) {
         out.status
     );
     assert!(
-        stderr.starts_with("panicked at examples/hello.rs:")
-            && stderr.ends_with(":\ndeliberate panic, as asked: 3\n"),
+        stderr.starts_with("panicked at examples/hello.rs:") && stderr.ends_with(":\ndeliberate panic, as asked: 3\n"),
         "hello --panic on {}, stderr:\n{stderr}",
         arch.name()
     );
@@ -151,8 +150,17 @@ fn x86_64() {
     // Hostile environments, natively only (an emulator's own memory would be
     // squeezed too): null, never a crash, and allocation works again.
     for scenario in ["rlimit-data", "rlimit-as", "reserve"] {
-        let out = run_ok_with(Arch::X86_64, "hostile", None, &[scenario], &format!("hostile {scenario}"));
-        assert!(out.contains("before null") && out.contains("works again after frees"), "{out}");
+        let out = run_ok_with(
+            Arch::X86_64,
+            "hostile",
+            None,
+            &[scenario],
+            &format!("hostile {scenario}"),
+        );
+        assert!(
+            out.contains("before null") && out.contains("works again after frees"),
+            "{out}"
+        );
     }
 }
 

@@ -125,11 +125,7 @@ impl Model {
 
     fn claim(&mut self, ptr: *mut u8, size: usize, align: usize) {
         let start = ptr as usize;
-        assert!(
-            !ptr.is_null(),
-            "{}: null for size {size} align {align}",
-            self.ctx()
-        );
+        assert!(!ptr.is_null(), "{}: null for size {size} align {align}", self.ctx());
         assert_eq!(
             start % align,
             0,
@@ -148,9 +144,7 @@ impl Model {
     }
 
     fn release(&mut self, ptr: *mut u8) {
-        self.ranges
-            .remove(&(ptr as usize))
-            .expect("shadow lost a block");
+        self.ranges.remove(&(ptr as usize)).expect("shadow lost a block");
     }
 
     /// Checks the pattern of `b` within its first `upto` bytes.
@@ -328,11 +322,7 @@ fn run_model(seed: u64, ops: usize) {
 }
 
 fn model_ops() -> usize {
-    let default = if cfg!(debug_assertions) {
-        150_000
-    } else {
-        1_000_000
-    };
+    let default = if cfg!(debug_assertions) { 150_000 } else { 1_000_000 };
     env_or("NOLIBC_ALLOC_MODEL_OPS", default) as usize
 }
 
@@ -477,9 +467,7 @@ fn std_collections_smoke() {
         })
         .collect();
     let total: u64 = shapes.iter().map(|s| s.area()).sum();
-    let want: u64 = (0..1000u64)
-        .map(|i| if i % 2 == 0 { i * 2 } else { i * i })
-        .sum();
+    let want: u64 = (0..1000u64).map(|i| if i % 2 == 0 { i * 2 } else { i * i }).sum();
     assert_eq!(total, want);
 
     let big: Box<[u8; 1 << 20]> = vec![7u8; 1 << 20].into_boxed_slice().try_into().unwrap();

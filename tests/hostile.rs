@@ -34,10 +34,7 @@ fn scenario(name: &str, child: fn() -> !) {
     let text = support::describe(&out);
     assert_eq!(out.status.code(), Some(0), "{name}: child failed\n{text}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("scenario ok:"),
-        "{name}: no success line\n{text}"
-    );
+    assert!(stderr.contains("scenario ok:"), "{name}: no success line\n{text}");
     eprintln!(
         "{name}: {}",
         stderr.lines().find(|l| l.contains("scenario ok:")).unwrap()
@@ -62,11 +59,7 @@ fn proc_status_kib(key: &str) -> usize {
     let text = std::str::from_utf8(&buf[..len]).unwrap_or("");
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(key) {
-            let digits = rest
-                .trim_start_matches(':')
-                .trim()
-                .trim_end_matches("kB")
-                .trim();
+            let digits = rest.trim_start_matches(':').trim().trim_end_matches("kB").trim();
             if let Ok(v) = digits.parse() {
                 return v;
             }
@@ -131,10 +124,7 @@ fn all_null(a: &NolibcAlloc, what: &str) {
         child_assert!(p.is_null(), "{what}: alloc({size}) = {p:p}, expected null");
         // SAFETY: a valid non-zero layout.
         let p = unsafe { a.alloc_zeroed(layout(size)) };
-        child_assert!(
-            p.is_null(),
-            "{what}: alloc_zeroed({size}) = {p:p}, expected null"
-        );
+        child_assert!(p.is_null(), "{what}: alloc_zeroed({size}) = {p:p}, expected null");
     }
 }
 
@@ -159,10 +149,7 @@ fn fill_capped(a: &NolibcAlloc, size: usize, count: usize, what: &str) -> (*mut 
     for n in 0..count {
         // SAFETY: a valid non-zero layout.
         let p = unsafe { a.alloc(layout(size)) };
-        child_assert!(
-            !p.is_null(),
-            "{what}: alloc({size}) #{n} returned null after the frees"
-        );
+        child_assert!(!p.is_null(), "{what}: alloc({size}) #{n} returned null after the frees");
         // SAFETY: a live block of `size` >= 8 bytes, 8-aligned.
         unsafe {
             p.add(size - 1).write(0xA5);
@@ -254,14 +241,7 @@ fn reserve_everything() -> Reserved {
     let mut len = 1usize << 46;
     while len >= 4096 {
         // SAFETY: a fresh PROT_NONE mapping where the kernel likes.
-        match unsafe {
-            sys::mmap_anon(
-                0,
-                len,
-                sys::PROT_NONE,
-                sys::MAP_PRIVATE_ANON | sys::MAP_NORESERVE,
-            )
-        } {
+        match unsafe { sys::mmap_anon(0, len, sys::PROT_NONE, sys::MAP_PRIVATE_ANON | sys::MAP_NORESERVE) } {
             Ok(addr) => {
                 child_assert!(r.count < r.spans.len(), "too many reservations");
                 r.spans[r.count] = (addr, len);
@@ -312,10 +292,7 @@ fn address_space_child() -> ! {
 
 #[test]
 fn address_space_exhausted_null_then_recovers() {
-    scenario(
-        "address_space_exhausted_null_then_recovers",
-        address_space_child,
-    );
+    scenario("address_space_exhausted_null_then_recovers", address_space_child);
 }
 
 /// Every mmap fails once the process has `vm.max_map_count` mappings.

@@ -76,11 +76,7 @@ fn misuse(name: &str, faults: &[&str], child: fn(&NolibcAlloc)) {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{name}: expected exactly one stderr line\n{text}"
-    );
+    assert_eq!(lines.len(), 1, "{name}: expected exactly one stderr line\n{text}");
     assert!(
         lines[0].starts_with("nolibc-alloc: "),
         "{name}: bad message prefix\n{text}"
@@ -123,35 +119,27 @@ fn double_free_medium() {
 /// second free from a pointer it never returned, so either name is right.
 #[test]
 fn double_free_large() {
-    misuse(
-        "double_free_large",
-        &["double free", "invalid pointer"],
-        |a| {
-            let p = alloc(a, MIB);
-            // SAFETY: a live block with its layout.
-            unsafe { a.dealloc(p, layout(MIB)) };
-            about_to_misuse("second free of", p);
-            // SAFETY: none: this is the misuse under test.
-            unsafe { a.dealloc(p, layout(MIB)) };
-        },
-    );
+    misuse("double_free_large", &["double free", "invalid pointer"], |a| {
+        let p = alloc(a, MIB);
+        // SAFETY: a live block with its layout.
+        unsafe { a.dealloc(p, layout(MIB)) };
+        about_to_misuse("second free of", p);
+        // SAFETY: none: this is the misuse under test.
+        unsafe { a.dealloc(p, layout(MIB)) };
+    });
 }
 
 #[test]
 fn realloc_after_free() {
-    misuse(
-        "realloc_after_free",
-        &["double free", "invalid pointer"],
-        |a| {
-            let p = alloc(a, 48);
-            let _keep = alloc(a, 48);
-            // SAFETY: a live block with its layout.
-            unsafe { a.dealloc(p, layout(48)) };
-            about_to_misuse("realloc of freed", p);
-            // SAFETY: none: this is the misuse under test.
-            let _ = unsafe { a.realloc(p, layout(48), 96) };
-        },
-    );
+    misuse("realloc_after_free", &["double free", "invalid pointer"], |a| {
+        let p = alloc(a, 48);
+        let _keep = alloc(a, 48);
+        // SAFETY: a live block with its layout.
+        unsafe { a.dealloc(p, layout(48)) };
+        about_to_misuse("realloc of freed", p);
+        // SAFETY: none: this is the misuse under test.
+        let _ = unsafe { a.realloc(p, layout(48), 96) };
+    });
 }
 
 // ---- pointers the allocator never returned ----------------------------
@@ -213,27 +201,23 @@ fn free_misaligned_slot_in_run() {
 /// as right as "invalid pointer".
 #[test]
 fn free_unused_slot_in_run() {
-    misuse(
-        "free_unused_slot_in_run",
-        &["invalid pointer", "double free"],
-        |a| {
-            let x = alloc(a, 32);
-            let y = alloc(a, 32);
-            let stride = (y as usize).wrapping_sub(x as usize);
-            let q = y.wrapping_add(stride);
-            let same_page = (x as usize) / 4096 == (q as usize) / 4096;
-            // Consecutive slots of one run are the usual case; otherwise fall
-            // back to a pointer inside `x`, also never returned.
-            let q = if stride > 0 && stride <= 256 && same_page {
-                q
-            } else {
-                x.wrapping_add(16)
-            };
-            about_to_misuse("free of an unused slot", q);
-            // SAFETY: none: this is the misuse under test.
-            unsafe { a.dealloc(q, layout(32)) };
-        },
-    );
+    misuse("free_unused_slot_in_run", &["invalid pointer", "double free"], |a| {
+        let x = alloc(a, 32);
+        let y = alloc(a, 32);
+        let stride = (y as usize).wrapping_sub(x as usize);
+        let q = y.wrapping_add(stride);
+        let same_page = (x as usize) / 4096 == (q as usize) / 4096;
+        // Consecutive slots of one run are the usual case; otherwise fall
+        // back to a pointer inside `x`, also never returned.
+        let q = if stride > 0 && stride <= 256 && same_page {
+            q
+        } else {
+            x.wrapping_add(16)
+        };
+        about_to_misuse("free of an unused slot", q);
+        // SAFETY: none: this is the misuse under test.
+        unsafe { a.dealloc(q, layout(32)) };
+    });
 }
 
 #[test]
@@ -283,11 +267,9 @@ fn wrong_layout(a: &NolibcAlloc, size: usize, claimed: usize) {
 
 #[test]
 fn wrong_layout_small_as_other_class() {
-    misuse(
-        "wrong_layout_small_as_other_class",
-        &["wrong layout"],
-        |a| wrong_layout(a, 24, 2000),
-    );
+    misuse("wrong_layout_small_as_other_class", &["wrong layout"], |a| {
+        wrong_layout(a, 24, 2000)
+    });
 }
 
 #[test]

@@ -100,11 +100,7 @@ fn alloc_block(shared: &Shared, rng: &mut Rng) -> Block {
     // SAFETY: non-zero size, valid layout.
     let ptr = unsafe { GLOBAL.alloc(layout) };
     assert!(!ptr.is_null(), "alloc({size}, {align}) failed");
-    assert_eq!(
-        ptr as usize % align,
-        0,
-        "alloc({size}, {align}) = {ptr:p} misaligned"
-    );
+    assert_eq!(ptr as usize % align, 0, "alloc({size}, {align}) = {ptr:p} misaligned");
     let b = Block {
         addr: ptr as usize,
         size,

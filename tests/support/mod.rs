@@ -196,10 +196,7 @@ pub struct StackLine {
 
 impl StackLine {
     pub fn new() -> Self {
-        StackLine {
-            buf: [0; 512],
-            len: 0,
-        }
+        StackLine { buf: [0; 512], len: 0 }
     }
 
     /// Writes the line (plus a newline) to `fd`.

@@ -42,9 +42,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
         args: Vec::new(),
     };
     while let Some(arg) = rest.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| format!("argument is not UTF-8: {a:?}"))?;
+        let arg = arg.into_string().map_err(|a| format!("argument is not UTF-8: {a:?}"))?;
         let mut value = |flag: &str| {
             rest.next()
                 .and_then(|v| v.into_string().ok())
@@ -62,9 +60,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
             "--example" => {
                 let name = value("--example")?;
                 if !EXAMPLES.contains(&name.as_str()) {
-                    return Err(format!(
-                        "unknown example `{name}` (expected one of {EXAMPLES:?})"
-                    ));
+                    return Err(format!("unknown example `{name}` (expected one of {EXAMPLES:?})"));
                 }
                 opts.examples.push(name);
             }
@@ -81,12 +77,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
     Ok(opts)
 }
 
-fn run_example(
-    arch: Arch,
-    name: &str,
-    page_size: Option<usize>,
-    args: &[OsString],
-) -> Result<ExitCode, String> {
+fn run_example(arch: Arch, name: &str, page_size: Option<usize>, args: &[OsString]) -> Result<ExitCode, String> {
     freestanding::build(arch, &[name])?;
     let bin = freestanding::binary(arch, name);
     let mut cmd = freestanding::runner(arch, &bin, page_size)?;
@@ -118,10 +109,7 @@ fn size() -> Result<ExitCode, String> {
     for name in EXAMPLES {
         print!("{name:<12}");
         for arch in Arch::ALL {
-            let bytes = rows
-                .iter()
-                .find(|r| r.0 == arch && r.1 == name)
-                .map_or(0, |r| r.2);
+            let bytes = rows.iter().find(|r| r.0 == arch && r.1 == name).map_or(0, |r| r.2);
             print!("{bytes:>10}");
         }
         println!();
@@ -131,10 +119,7 @@ fn size() -> Result<ExitCode, String> {
 
 fn main() -> ExitCode {
     let mut argv = std::env::args_os().skip(1);
-    let command = argv
-        .next()
-        .and_then(|c| c.into_string().ok())
-        .unwrap_or_default();
+    let command = argv.next().and_then(|c| c.into_string().ok()).unwrap_or_default();
     let result = parse(argv).and_then(|opts| match command.as_str() {
         "hello" => {
             let arch = opts.arches[0];
@@ -148,11 +133,7 @@ fn main() -> ExitCode {
             let names: Vec<&str> = opts.examples.iter().map(String::as_str).collect();
             for &arch in &opts.arches {
                 freestanding::build(arch, &names)?;
-                for name in if names.is_empty() {
-                    &EXAMPLES[..]
-                } else {
-                    &names[..]
-                } {
+                for name in if names.is_empty() { &EXAMPLES[..] } else { &names[..] } {
                     println!("{}", freestanding::binary(arch, name).display());
                 }
             }
