@@ -4,6 +4,11 @@
 //! write(2) (no allocation, no formatting machinery), then the process
 //! aborts: SIGABRT, or exit status 134 if SIGABRT is blocked or ignored.
 
+/// Whether the O(1) misuse checks are compiled in: always, except with the
+/// `no-misuse-checks` feature, which exists only to measure what the checks
+/// cost (see BENCHMARKS.md) and must not be used otherwise.
+pub const CHECKS: bool = !cfg!(feature = "no-misuse-checks");
+
 /// What went wrong.
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {

@@ -487,7 +487,7 @@ impl<S: Source> NolibcAlloc<S> {
             return Block::Small(class);
         }
         let header = ptr.as_ptr().wrapping_sub(HEADER_BYTES);
-        if probe && !self.os.source.is_mapped(header) {
+        if fault::CHECKS && probe && !self.os.source.is_mapped(header) {
             fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
         }
         // SAFETY: non-slot blocks have a header, and its page is mapped.

@@ -12,7 +12,7 @@
 use core::ptr::{self, NonNull};
 
 use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
-use crate::fault::{fault, Fault};
+use crate::fault::{fault, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
 const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
@@ -200,13 +200,15 @@ impl Arena {
         // SAFETY: `run_of` checked the header; this arena's lock is held.
         unsafe {
             let info = &CLASSES[(*run).class as usize];
-            let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
-            if index >= (*run).bump as usize {
-                fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            if CHECKS {
+                let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
+                if index >= (*run).bump as usize {
+                    fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+                }
             }
             let slot = ptr.as_ptr().cast::<FreeSlot>();
             let marker = slot as usize ^ FREE_MAGIC;
-            if (*slot).marker == marker {
+            if CHECKS && (*slot).marker == marker {
                 fault(Fault::DoubleFree, ptr.as_ptr() as usize);
             }
             (*slot).next = (*run).free;
@@ -378,11 +380,11 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
     // SAFETY: a slot of this class lies in a run whose header starts at the
     // run-aligned address below it, inside the same allocation.
     let r = unsafe { &*run };
-    if r.check != run_addr ^ RUN_MAGIC || r.class as usize != class {
+    if CHECKS && (r.check != run_addr ^ RUN_MAGIC || r.class as usize != class) {
         return None;
     }
     let off = addr - run_addr;
-    if off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1 {
+    if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
         fault(Fault::InvalidPointer, addr);
     }
     // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
