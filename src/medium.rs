@@ -106,6 +106,9 @@ pub(crate) struct Core {
     used_bytes: usize,
     /// Runs handed to or taken from the dirty lists so far (the dirty runs' clock).
     run_events: usize,
+    /// Bytes of regions whose heap is empty. Invariant: the sum of `len`
+    /// over the linked regions with `heap.used() == 0`.
+    idle_region_bytes: usize,
     /// A slowly decaying high-water mark of `used_bytes - dirty_bytes`: when
     /// the program has freed nearly everything it had, dirty runs go back
     /// to the kernel down to the floor; while it is busy, more are kept.
@@ -147,6 +150,7 @@ impl Core {
             used_bytes: 0,
             recent_peak_bytes: 0,
             run_events: 0,
+            idle_region_bytes: 0,
             regions: ptr::null_mut(),
             region_count: 0,
             brk_region: ptr::null_mut(),
@@ -167,14 +171,12 @@ impl Core {
         let layout = Layout::from_size_align(size, align).ok()?;
         let mut region = self.regions;
         while !region.is_null() {
-            // SAFETY: linked regions are live and ours under the lock.
-            let r = unsafe { &mut *region };
-            if let Ok(p) = r.heap.allocate_first_fit(layout) {
-                self.used_bytes += size;
+            if let Some(p) = self.carve(region, layout) {
                 // SAFETY: `region` is non-null.
                 return Some((p, unsafe { NonNull::new_unchecked(region) }));
             }
-            region = r.next;
+            // SAFETY: linked regions are live.
+            region = unsafe { (*region).next };
         }
         // Room for the block anywhere in a fresh hole, plus hole bookkeeping.
         let need = size.checked_add(align)?.checked_add(HEADER_ALIGN)?;
@@ -182,11 +184,22 @@ impl Core {
             Some(r) => r,
             None => self.map_region(os, need)?,
         };
-        // SAFETY: the region just got at least `need` free bytes at its end.
-        let r = unsafe { &mut *region.as_ptr() };
-        let p = r.heap.allocate_first_fit(layout).ok()?;
-        self.used_bytes += size;
+        // The region just got at least `need` free bytes at its end.
+        let p = self.carve(region.as_ptr(), layout)?;
         Some((p, region))
+    }
+
+    /// Allocates from one region's heap, keeping the counters.
+    fn carve(&mut self, region: *mut Region, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: linked regions are live and ours under the lock.
+        let r = unsafe { &mut *region };
+        let was_idle = r.heap.used() == 0;
+        let p = r.heap.allocate_first_fit(layout).ok()?;
+        if was_idle {
+            self.idle_region_bytes -= r.len;
+        }
+        self.used_bytes += layout.size();
+        Some(p)
     }
 
     /// Returns a block to its region's heap; may give the region back.
@@ -215,15 +228,27 @@ impl Core {
         // SAFETY: block and layout as allocated.
         unsafe { r.heap.deallocate(ptr, layout) };
         self.used_bytes -= size;
+        if r.heap.used() != 0 {
+            return Release::Nothing;
+        }
+        self.idle_region_bytes += r.len;
         // The last region stays (until `trim`), so that a program that frees
-        // and allocates again does not map and unmap a region each time.
+        // and allocates again does not map and unmap a region each time; so
+        // do empty regions, as many bytes as the recent peak of live bytes
+        // while something is live, so that a
+        // program churning big blocks does not map, fault in and unmap its
+        // memory over and over (a burst freed entirely is given back by
+        // `NolibcAlloc` at once, see `idle_after_burst`).
+        let live = self.note_live();
         let keep_last = self.region_count == 1 && trim_threshold != 0;
+        let keep_for_peak = live > 0 && self.idle_region_bytes <= self.recent_peak_bytes;
         // A brk region below a newer one cannot lower the break.
         let buried = r.brk && region != self.brk_region;
-        if r.heap.used() != 0 || keep_last || buried {
+        if keep_last || keep_for_peak || buried {
             return Release::Nothing;
         }
         let (brk, base, len) = (r.brk, r.base, r.len);
+        self.idle_region_bytes -= len;
         self.unlink(region);
         if brk {
             // Lower the break back to the region start.
@@ -415,6 +440,9 @@ impl Core {
         if in_place {
             // SAFETY: `[cur, end)` directly follows the heap's top.
             unsafe {
+                if (*extend).heap.used() == 0 {
+                    self.idle_region_bytes += end - cur;
+                }
                 (*extend).heap.extend(end - cur);
                 (*extend).len += end - cur;
                 return Some(NonNull::new_unchecked(extend));
@@ -470,6 +498,7 @@ impl Core {
             }
             self.regions = region;
             self.region_count += 1;
+            self.idle_region_bytes += len;
             NonNull::new_unchecked(region)
         }
     }
@@ -500,6 +529,7 @@ impl Core {
                 (r.heap.used(), r.brk, r.base, r.len, r.next)
             };
             if used == 0 && (!brk || region == self.brk_region) {
+                self.idle_region_bytes -= len;
                 self.unlink(region);
                 if brk {
                     // SAFETY: the region, from base to the break, is ours and empty.
@@ -538,6 +568,19 @@ impl Core {
         }
         if count != self.region_count {
             fault(Fault::Corrupt("region count"), count);
+        }
+        let mut idle = 0;
+        let mut region = self.regions;
+        while !region.is_null() {
+            // SAFETY: linked regions are live.
+            let r = unsafe { &*region };
+            if r.heap.used() == 0 {
+                idle += r.len;
+            }
+            region = r.next;
+        }
+        if idle != self.idle_region_bytes {
+            fault(Fault::Corrupt("idle region bytes"), idle);
         }
         let mut dirty = 0;
         for (i, &run_bytes) in RUN_SIZES.iter().enumerate() {
