@@ -113,6 +113,7 @@ fn check_arch(arch: Arch, page_size: usize) {
     );
     run_ok(arch, "brk_blocked", None);
     assert_eq!(run_ok(arch, "tiny", None), "tiny: ok\n");
+    assert_eq!(run_ok(arch, "tiny_bump", None), "tiny_bump: ok\n");
     // Fewer operations under an emulator: it is about 20 times slower.
     let ops = if arch.qemu().is_some() { "40000" } else { "200000" };
     let stress = run_ok_with(arch, "stress", None, &[ops], "stress");
