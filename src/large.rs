@@ -1,4 +1,5 @@
-//! Large tier: one mapping per block, and the header shared with medium blocks.
+//! Large tier: one mapping per block ([`alloc`], [`remap`]), and the header
+//! shared with medium blocks.
 //!
 //! Blocks that are not slots (medium blocks from a region's heap, large
 //! blocks with a mapping of their own) carry a [`BlockHeader`] in the 32
@@ -8,7 +9,11 @@
 
 use core::ptr::NonNull;
 
+use core::ptr;
+
 use crate::fault::{fault, Fault};
+use crate::os::{align_up, Os, Source};
+use crate::stats::Counters;
 
 /// Bytes reserved in front of every medium or large block.
 pub const HEADER_BYTES: usize = 32;
@@ -124,4 +129,91 @@ pub(crate) unsafe fn mark_freed(user: NonNull<u8>) {
     unsafe {
         (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).check = user.as_ptr() as usize ^ FREED_MAGIC;
     }
+}
+
+/// A block of `size` bytes aligned to `align` in a mapping of its own;
+/// null if the kernel says no. Alignments above a page over-map and trim.
+pub(crate) fn alloc<S: Source>(os: &Os<S>, size: usize, align: usize) -> *mut u8 {
+    let page = os.page();
+    let pad = pad_for(align.min(page));
+    let Some(need) = size.checked_add(pad) else {
+        return ptr::null_mut();
+    };
+    if align <= page {
+        let Some(len) = align_up(need, page) else {
+            return ptr::null_mut();
+        };
+        let Some(map) = os.map(len) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a fresh mapping of `len >= pad + size` bytes; fresh pages
+        // are zero, so `alloc_zeroed` needs no clearing.
+        unsafe {
+            let user = NonNull::new_unchecked(map.as_ptr().add(pad));
+            write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
+            Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+            return user.as_ptr();
+        }
+    }
+    // Over-map by the alignment, then trim both ends.
+    let Some(total) = need.checked_add(align).and_then(|n| align_up(n, page)) else {
+        return ptr::null_mut();
+    };
+    let Some(map) = os.map(total) else {
+        return ptr::null_mut();
+    };
+    let base = map.as_ptr() as usize;
+    let user_addr = (base + HEADER_BYTES + align - 1) & !(align - 1);
+    let head = (user_addr - HEADER_BYTES - base) & !(page - 1);
+    let end = (user_addr + size + page - 1) & !(page - 1);
+    // SAFETY: all pointers below stay inside the fresh mapping.
+    unsafe {
+        if head > 0 {
+            os.unmap(map, head);
+        }
+        if base + total > end {
+            os.unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
+        }
+        let start = map.as_ptr().add(head);
+        let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
+        let len = end - (base + head);
+        write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
+        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+        user.as_ptr()
+    }
+}
+
+/// Grows or shrinks a large block with mremap; on growth the mapping is
+/// made half again as large as asked, so steady growth needs few calls.
+///
+/// # Safety
+/// The block at `map + pad` is a live large block with this mapping.
+pub(crate) unsafe fn remap<S: Source>(
+    os: &Os<S>,
+    map: NonNull<u8>,
+    len: usize,
+    pad: usize,
+    new_size: usize,
+) -> Option<*mut u8> {
+    let page = os.page();
+    let need = align_up(new_size.checked_add(pad)?, page)?;
+    let new_len = if need > len {
+        align_up(need.max(len + len / 2), page)?
+    } else {
+        need
+    };
+    // SAFETY: the mapping is the block's alone.
+    let new_map = unsafe { os.remap(map, len, new_len) }?;
+    // SAFETY: the block keeps its offset in the moved mapping.
+    unsafe {
+        let user = NonNull::new_unchecked(new_map.as_ptr().add(pad));
+        write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
+    }
+    if new_len > len {
+        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, new_len - len);
+    } else {
+        Counters::sub(&os.counters.block_bytes, len - new_len);
+    }
+    // SAFETY: pad < new_len.
+    Some(unsafe { new_map.as_ptr().add(pad) })
 }

@@ -391,7 +391,7 @@ impl<S: Source> NolibcAlloc<S> {
     #[cold]
     fn alloc_block(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
         if size >= self.mmap_threshold() || align > self.os.page() {
-            return self.alloc_large(size, align);
+            return large::alloc(&self.os, size, align);
         }
         let pad = large::pad_for(align);
         let Some(len) = size.checked_add(pad) else {
@@ -409,57 +409,6 @@ impl<S: Source> NolibcAlloc<S> {
             if zero {
                 ptr::write_bytes(user.as_ptr(), 0, size);
             }
-            user.as_ptr()
-        }
-    }
-
-    fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
-        let page = self.os.page();
-        let pad = large::pad_for(align.min(page));
-        let Some(need) = size.checked_add(pad) else {
-            return ptr::null_mut();
-        };
-        if align <= page {
-            let Some(len) = round_up(need, page) else {
-                return ptr::null_mut();
-            };
-            let Some(map) = self.os.map(len) else {
-                return ptr::null_mut();
-            };
-            // SAFETY: a fresh mapping of `len >= pad + size` bytes; fresh pages
-            // are zero, so `alloc_zeroed` needs no clearing.
-            unsafe {
-                let user = NonNull::new_unchecked(map.as_ptr().add(pad));
-                large::write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
-                stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
-                return user.as_ptr();
-            }
-        }
-        // Over-map by the alignment, then trim both ends.
-        let Some(total) = need.checked_add(align).and_then(|n| round_up(n, page)) else {
-            return ptr::null_mut();
-        };
-        let Some(map) = self.os.map(total) else {
-            return ptr::null_mut();
-        };
-        let base = map.as_ptr() as usize;
-        let user_addr = (base + HEADER_BYTES + align - 1) & !(align - 1);
-        let head = (user_addr - HEADER_BYTES - base) & !(page - 1);
-        let end = (user_addr + size + page - 1) & !(page - 1);
-        // SAFETY: all pointers below stay inside the fresh mapping.
-        unsafe {
-            if head > 0 {
-                self.os.unmap(map, head);
-            }
-            if base + total > end {
-                self.os
-                    .unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
-            }
-            let start = map.as_ptr().add(head);
-            let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
-            let len = end - (base + head);
-            large::write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
-            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
             user.as_ptr()
         }
     }
@@ -698,7 +647,7 @@ impl<S: Source> NolibcAlloc<S> {
                 }
                 if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
                     // SAFETY: the block is ours; remap keeps its contents.
-                    if let Some(p) = unsafe { self.remap_large(ptr, map, len, pad, new_size) } {
+                    if let Some(p) = unsafe { large::remap(&self.os, map, len, pad, new_size) } {
                         return p;
                     }
                 }
@@ -709,7 +658,7 @@ impl<S: Source> NolibcAlloc<S> {
         // growth remaps in place.
         let grows_steadily = old_size >= self.tuning.mmap_threshold() / 4;
         let new = if new_size > old_size && grows_steadily && new_size >= self.tuning.mmap_threshold() {
-            self.alloc_large(new_size, align)
+            large::alloc(&self.os, new_size, align)
         } else {
             // SAFETY: a layout of the same alignment; new_size was checked by the caller.
             unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, align)) }
@@ -724,47 +673,6 @@ impl<S: Source> NolibcAlloc<S> {
         new
     }
 
-    /// Grows or shrinks a large block with mremap; on growth the mapping is
-    /// made half again as large as asked, so steady growth needs few calls.
-    ///
-    /// # Safety
-    /// `user` is a live large block with this mapping.
-    unsafe fn remap_large(
-        &self,
-        user: NonNull<u8>,
-        map: NonNull<u8>,
-        len: usize,
-        pad: usize,
-        new_size: usize,
-    ) -> Option<*mut u8> {
-        let page = self.os.page();
-        let need = round_up(new_size.checked_add(pad)?, page)?;
-        let new_len = if need > len {
-            round_up(need.max(len + len / 2), page)?
-        } else {
-            need
-        };
-        // SAFETY: the mapping is the block's alone.
-        let new_map = unsafe { self.os.remap(map, len, new_len) }?;
-        // SAFETY: the block keeps its offset in the moved mapping.
-        unsafe {
-            let user = NonNull::new_unchecked(new_map.as_ptr().add(pad));
-            large::write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
-        }
-        if new_len > len {
-            stats::Counters::add(
-                &self.os.counters.block_bytes,
-                &self.os.counters.peak_block_bytes,
-                new_len - len,
-            );
-        } else {
-            stats::Counters::sub(&self.os.counters.block_bytes, len - new_len);
-        }
-        let _ = user;
-        // SAFETY: pad < new_len.
-        Some(unsafe { new_map.as_ptr().add(pad) })
-    }
-
     /// # Safety
     /// `ptr` is a live block located as `block`.
     #[inline]
@@ -776,10 +684,6 @@ impl<S: Source> NolibcAlloc<S> {
             other => unsafe { self.free_block(ptr, other) },
         }
     }
-}
-
-fn round_up(x: usize, to: usize) -> Option<usize> {
-    Some(x.checked_add(to - 1)? & !(to - 1))
 }
 
 // SAFETY: every block handed out is at least `layout.size()` bytes, aligned to

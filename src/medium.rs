@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use linked_list_allocator::Heap;
 
 use crate::fault::{fault, Fault};
-use crate::os::{Os, Source};
+use crate::os::{align_up, Os, Source};
 
 /// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
 pub const FIRST_REGION_BYTES: usize = 4 << 20;
@@ -135,10 +135,6 @@ pub(crate) enum Release {
     Nothing,
     /// munmap this range.
     Unmap(NonNull<u8>, usize),
-}
-
-fn align_up(x: usize, a: usize) -> Option<usize> {
-    Some(x.checked_add(a - 1)? & !(a - 1))
 }
 
 impl Core {

@@ -22,6 +22,12 @@ pub const MAX_PAGE_BYTES: usize = if cfg!(any(
     4096
 };
 
+/// `x` rounded up to a multiple of `a` (a power of two); `None` on overflow.
+#[inline]
+pub(crate) fn align_up(x: usize, a: usize) -> Option<usize> {
+    Some(x.checked_add(a - 1)? & !(a - 1))
+}
+
 /// Page size in bytes, 0 until known.
 static PAGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
