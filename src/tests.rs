@@ -10,7 +10,7 @@ use crate::fake::FakeSource;
 use crate::{Config, NolibcAlloc};
 
 /// Buffer size of the fake: small under Miri, which is slow.
-const BUF: usize = if cfg!(miri) { 24 << 20 } else { 256 << 20 };
+const BUF: usize = if cfg!(miri) { 48 << 20 } else { 256 << 20 };
 
 struct Arena {
     mem: NonNull<u8>,
