@@ -57,6 +57,15 @@ pub struct NolibcAlloc<S: Source = Linux> {
     threshold: AtomicUsize,
     /// Lets the main thread skip the arena lock while it is alone.
     solo: Solo,
+    /// The thread pointer of the thread that claimed each arena (0: none).
+    /// Only steers which arena a thread locks; never stands for a lock.
+    owners: [AtomicUsize; ARENA_COUNT],
+}
+
+/// An arena index from a thread's identity (scrambled, top bits).
+#[inline]
+fn hash_to_arena(x: usize) -> usize {
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2)) % ARENA_COUNT
 }
 
 impl NolibcAlloc<Linux> {
@@ -101,6 +110,7 @@ impl<S: Source> NolibcAlloc<S> {
             arenas: [const { Mutex::new(Arena::new()) }; ARENA_COUNT],
             threshold: AtomicUsize::new(0),
             solo: Solo::new(),
+            owners: [const { AtomicUsize::new(0) }; ARENA_COUNT],
             tuning: config::Tuning::new(config),
         }
     }
@@ -232,13 +242,28 @@ impl<S: Source> NolibcAlloc<S> {
         self.core.lock().region_count()
     }
 
-    /// Locks an arena: the one the caller's stack address suggests, or the
-    /// first free one after it.
+    /// Locks an arena for the calling thread. Where the thread has an
+    /// identity (a C library's thread pointer), the thread claims an arena
+    /// of its own the first time and keeps it: two threads then never share
+    /// one while there are arenas left. Otherwise (no C library, or all
+    /// arenas claimed) the arena the caller's stack address suggests is
+    /// tried, then the first free one after it.
     #[inline]
     fn lock_arena(&self) -> (usize, Guard<'_, Arena>) {
+        let tp = lock::thread_pointer();
+        if tp != 0 {
+            let hint = hash_to_arena(tp >> 12);
+            for i in 0..ARENA_COUNT {
+                let index = (hint + i) % ARENA_COUNT;
+                let owner = self.owners[index].load(Relaxed);
+                if owner == tp || (owner == 0 && self.owners[index].compare_exchange(0, tp, Relaxed, Relaxed).is_ok()) {
+                    return (index, self.arenas[index].lock());
+                }
+            }
+        }
         let marker = 0u8;
         let sp = ptr::addr_of!(marker) as usize;
-        let hint = ((sp >> 20).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2)) % ARENA_COUNT;
+        let hint = hash_to_arena(sp >> 16);
         for i in 0..ARENA_COUNT {
             let index = (hint + i) % ARENA_COUNT;
             if let Some(guard) = self.arenas[index].try_lock() {

@@ -210,6 +210,44 @@ pub(crate) struct Solo {
     switch: Mutex<()>,
 }
 
+/// The thread pointer where a C library set one up (it is unique to each
+/// live thread and never 0); 0 where there is none to trust: no C library
+/// (a freestanding program's threads may all have 0, or share one), Miri,
+/// other architectures.
+#[inline(always)]
+pub(crate) fn thread_pointer() -> usize {
+    #[cfg(all(not(miri), not(target_env = ""), target_arch = "x86_64"))]
+    {
+        let tp: usize;
+        // SAFETY: glibc and musl keep the thread control block's own address
+        // at %fs:0; reading it has no side effect.
+        unsafe { core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+        tp
+    }
+    #[cfg(all(not(miri), not(target_env = ""), target_arch = "aarch64"))]
+    {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register; no side effect.
+        unsafe { core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack, preserves_flags)) };
+        tp
+    }
+    #[cfg(all(not(miri), not(target_env = ""), target_arch = "riscv64"))]
+    {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register; no side effect.
+        unsafe { core::arch::asm!("mv {}, tp", out(reg) tp, options(nomem, nostack, preserves_flags)) };
+        tp
+    }
+    #[cfg(not(all(
+        not(miri),
+        not(target_env = ""),
+        any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+    )))]
+    {
+        0
+    }
+}
+
 #[inline(always)]
 fn stack_pointer() -> usize {
     let marker = 0u8;
