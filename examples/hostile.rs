@@ -21,7 +21,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 
-use nolibc_alloc::{entry, println, rt, sys, NolibcAlloc};
+use nolibc_alloc::{entry, os, println, rt, sys, NolibcAlloc};
 
 #[global_allocator]
 static ALLOC: NolibcAlloc = NolibcAlloc::new();
@@ -33,16 +33,8 @@ const MAX_BLOCKS: usize = 4096;
 
 /// A field of /proc/self/status in bytes (its value is in kB).
 fn status_bytes(field: &[u8]) -> Option<usize> {
-    let fd = sys::open_read(b"/proc/self/status\0").ok()?;
     let mut buf = [0u8; 4096];
-    let mut len = 0;
-    while len < buf.len() {
-        match sys::read(fd, &mut buf[len..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => len += n,
-        }
-    }
-    let _ = sys::close(fd);
+    let len = os::read_file(b"/proc/self/status\0", &mut buf)?;
     let line = buf[..len].split(|&b| b == b'\n').find(|l| l.starts_with(field))?;
     let digits = line.iter().filter(|b| b.is_ascii_digit());
     let kb = digits.fold(0usize, |v, &d| v * 10 + (d - b'0') as usize);

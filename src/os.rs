@@ -54,15 +54,10 @@ pub fn page_size() -> usize {
     found
 }
 
-/// `AT_PAGESZ` from `/proc/self/auxv`, without allocating.
-fn read_auxv_page_size() -> Option<usize> {
-    const AT_PAGESZ: usize = 6;
-    if cfg!(miri) {
-        return None;
-    }
-    let fd = sys::open_read(b"/proc/self/auxv\0").ok()?;
-    let word = core::mem::size_of::<usize>();
-    let mut buf = [0u8; 1024];
+/// Reads the start of a file (`path` ends with a NUL byte) into `buf`
+/// without allocating; returns the bytes read.
+pub fn read_file(path: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let fd = sys::open_read(path).ok()?;
     let mut len = 0;
     while len < buf.len() {
         match sys::read(fd, &mut buf[len..]) {
@@ -71,6 +66,18 @@ fn read_auxv_page_size() -> Option<usize> {
         }
     }
     let _ = sys::close(fd);
+    Some(len)
+}
+
+/// `AT_PAGESZ` from `/proc/self/auxv`, without allocating.
+fn read_auxv_page_size() -> Option<usize> {
+    const AT_PAGESZ: usize = 6;
+    if cfg!(miri) {
+        return None;
+    }
+    let word = core::mem::size_of::<usize>();
+    let mut buf = [0u8; 1024];
+    let len = read_file(b"/proc/self/auxv\0", &mut buf)?;
     let mut pairs = buf[..len].chunks_exact(2 * word);
     pairs.find_map(|pair| {
         let key = usize::from_ne_bytes(pair[..word].try_into().ok()?);
@@ -262,16 +269,8 @@ fn read_start_stack() -> Option<usize> {
     if cfg!(miri) {
         return None;
     }
-    let fd = sys::open_read(b"/proc/self/stat\0").ok()?;
     let mut buf = [0u8; 1024];
-    let mut len = 0;
-    while len < buf.len() {
-        match sys::read(fd, &mut buf[len..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => len += n,
-        }
-    }
-    let _ = sys::close(fd);
+    let len = read_file(b"/proc/self/stat\0", &mut buf)?;
     // The command name (field 2) may hold spaces: count from its closing ')'.
     let close = buf[..len].iter().rposition(|&b| b == b')')?;
     let field = buf[close + 1..len]
