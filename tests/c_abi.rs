@@ -76,27 +76,8 @@ fn build(flavor: Flavor) -> Result<PathBuf, String> {
         }
         Flavor::Musl | Flavor::NoLibc => {
             freestanding::ensure_nightly()?;
-            let mut cmd = Command::new("rustup");
-            cmd.args([
-                "run",
-                freestanding::NIGHTLY,
-                "cargo",
-                "rustc",
-                "--release",
-                "--lib",
-                "--crate-type",
-                "staticlib",
-            ]);
-            for var in [
-                "RUSTUP_TOOLCHAIN",
-                "RUSTC",
-                "RUSTDOC",
-                "RUSTC_WRAPPER",
-                "RUSTFLAGS",
-                "CARGO_BUILD_TARGET",
-            ] {
-                cmd.env_remove(var);
-            }
+            let mut cmd = freestanding::nightly("cargo");
+            cmd.args(["rustc", "--release", "--lib", "--crate-type", "staticlib"]);
             if let Flavor::Musl = flavor {
                 cmd.args([
                     "-Zbuild-std=core,compiler_builtins",

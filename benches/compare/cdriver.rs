@@ -180,42 +180,22 @@ fn nolibc_c_driver(src: &Path, dir: &Path) -> Option<Driver> {
 
 /// Builds `libnolibc_alloc_c.a` for the musl target; returns its path.
 fn build_capi_musl() -> Result<PathBuf, String> {
-    use crate::freestanding::{build_dir, ensure_nightly, repo_root, NIGHTLY};
+    use crate::freestanding::{build_dir, ensure_nightly, nightly, repo_root};
     const ARCH: &str = std::env::consts::ARCH;
     ensure_nightly()?;
     let nostd = build_dir();
     let target_dir = nostd.parent().unwrap_or(&nostd).join("capi").join("musl");
     eprintln!("compare: building capi/ for {ARCH}-unknown-linux-musl (nolibc-alloc-C)...");
-    let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        NIGHTLY,
-        "cargo",
-        "rustc",
-        "--release",
-        "--lib",
-        "--crate-type",
-        "staticlib",
-    ])
-    .args([
-        "-Zbuild-std=core,compiler_builtins",
-        "--target",
-        &format!("{ARCH}-unknown-linux-musl"),
-    ])
-    .arg("--manifest-path")
-    .arg(repo_root().join("capi/Cargo.toml"))
-    .env("CARGO_TARGET_DIR", &target_dir);
-    for var in [
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTC_WRAPPER",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = nightly("cargo");
+    cmd.args(["rustc", "--release", "--lib", "--crate-type", "staticlib"])
+        .args([
+            "-Zbuild-std=core,compiler_builtins",
+            "--target",
+            &format!("{ARCH}-unknown-linux-musl"),
+        ])
+        .arg("--manifest-path")
+        .arg(repo_root().join("capi/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
     let out = cmd.output().map_err(|e| format!("cannot run rustup: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);

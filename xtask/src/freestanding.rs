@@ -112,7 +112,7 @@ pub fn binary(arch: Arch, name: &str) -> PathBuf {
 /// A command that runs with the pinned nightly whatever toolchain the caller
 /// was started with: `RUSTUP_TOOLCHAIN` (set by `cargo +stable ...`) and the
 /// caller's compiler settings are dropped.
-fn nightly(program: &str) -> Command {
+pub fn nightly(program: &str) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", NIGHTLY, program]);
     for var in [
