@@ -12,11 +12,13 @@
 //!
 //! The libraries are built by nested cargo runs into `<target>/capi/`: the
 //! glibc one with the current toolchain, the musl and libc-free ones with
-//! the pinned nightly and build-std (installed when missing). A missing C
-//! compiler or program is a failure naming the Debian package to install.
+//! the pinned nightly and build-std (installed when missing). The C
+//! compilers and programs come from `support::need`, which installs what is
+//! missing (as root) or stops with the command to run.
 
 #[path = "../xtask/src/freestanding.rs"]
 mod freestanding;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -127,15 +129,6 @@ fn shared_lib() -> PathBuf {
     lib_dir(Flavor::Gnu).join("libnolibc_alloc_c.so")
 }
 
-/// Fails with the package to install when `tool` is not on the PATH.
-fn require(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{tool}` not found: install it with `apt-get install {package}`"))
-}
-
 /// Compiles `tests/c/contract.c` with `cc` and `flags` into `name`.
 fn compile_contract(cc: &Path, name: &str, flags: &[&str], libs: &[PathBuf]) -> PathBuf {
     let src = freestanding::repo_root().join("tests/c/contract.c");
@@ -167,12 +160,9 @@ fn check_contract_output(out: &Output, threads: &str, what: &str) {
 }
 
 fn readelf(flag: &str, bin: &Path) -> String {
-    let out = run(Command::new("readelf").arg(flag).arg(bin));
-    assert!(
-        out.status.success(),
-        "readelf (apt-get install binutils): {}",
-        describe(&out)
-    );
+    let readelf = support::need_one("readelf", "binutils");
+    let out = run(Command::new(readelf).arg(flag).arg(bin));
+    assert!(out.status.success(), "readelf: {}", describe(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -187,7 +177,8 @@ fn assert_static(bin: &Path) {
 
 #[test]
 fn contract_without_libc() {
-    let gcc = require("gcc", "gcc");
+    let gcc = support::need_one("gcc", "gcc");
+    let nm = support::need_one("nm", "binutils");
     let lib = lib_dir(Flavor::NoLibc).join("libnolibc_alloc_c.a");
     let flags = [
         "-DNOLIBC",
@@ -200,7 +191,7 @@ fn contract_without_libc() {
     let exe = compile_contract(&gcc, "contract-nolibc", &flags, &[lib]);
     assert_static(&exe);
     // No C library in the binary: the malloc family and errno are ours.
-    let symbols = String::from_utf8_lossy(&run(Command::new("nm").arg(&exe)).stdout).into_owned();
+    let symbols = String::from_utf8_lossy(&run(Command::new(nm).arg(&exe)).stdout).into_owned();
     for sym in [" T malloc\n", " T __errno_location\n", " T _start\n"] {
         assert!(symbols.contains(sym), "{} lacks{sym}", exe.display());
     }
@@ -213,7 +204,9 @@ fn contract_without_libc() {
 
 #[test]
 fn contract_musl_static() {
-    let musl_gcc = require("musl-gcc", "musl-tools");
+    // musl-gcc is a wrapper around gcc.
+    support::need_one("gcc", "gcc");
+    let musl_gcc = support::need_one("musl-gcc", "musl-tools");
     let lib = lib_dir(Flavor::Musl).join("libnolibc_alloc_c.a");
     // The library comes before musl's libc.a (musl-gcc appends -lc), so its
     // malloc is the one linked.
@@ -266,7 +259,7 @@ fn run_preloaded(mut cmd: Command, name: &str) -> Output {
 
 #[test]
 fn contract_glibc_preloaded() {
-    let gcc = require("gcc", "gcc");
+    let gcc = support::need_one("gcc", "gcc");
     let exe = compile_contract(&gcc, "contract-glibc", &["-pthread"], &[]);
     // Without the preload glibc answers, and the usable line shows it.
     let plain = run(Command::new(&exe).arg("usable"));
@@ -329,7 +322,7 @@ fn preload_python() {
     let python = if python.is_file() {
         python.to_path_buf()
     } else {
-        require("python3", "python3")
+        support::need_one("python3", "python3")
     };
     let script = freestanding::repo_root().join("tests/c/workload.py");
     same_with_preload("python3", || {
@@ -344,7 +337,7 @@ fn preload_python() {
 
 #[test]
 fn preload_sqlite3() {
-    let sqlite3 = require("sqlite3", "sqlite3");
+    let sqlite3 = support::need_one("sqlite3", "sqlite3");
     let sql = fs::read(freestanding::repo_root().join("tests/c/workload.sql")).expect("workload.sql");
     let input = work_dir().join("workload.sql");
     fs::write(&input, sql).expect("writable");
@@ -380,8 +373,8 @@ fn sample_text(path: &Path, bytes: usize) {
 
 #[test]
 fn preload_xz_and_zstd() {
-    let xz = require("xz", "xz-utils");
-    let zstd = require("zstd", "zstd");
+    let xz = support::need_one("xz", "xz-utils");
+    let zstd = support::need_one("zstd", "zstd");
     let input = work_dir().join("sample.txt");
     sample_text(&input, 4 << 20);
     let original = fs::read(&input).expect("readable");

@@ -3,11 +3,12 @@
 //! build-std) and run natively or under qemu-user; exit status and output
 //! checked, and every binary checked to be static with no relocations.
 //!
-//! A missing nightly is installed; a missing qemu-user or binutils is a
-//! failure that names the package to install.
+//! A missing nightly is installed; qemu-user and binutils come from
+//! `support::need` (installed as root, else a stop with the command to run).
 
 #[path = "../xtask/src/freestanding.rs"]
 mod freestanding;
+mod support;
 
 use std::ffi::OsString;
 use std::process::{Command, Output};
@@ -21,6 +22,9 @@ fn build(arch: Arch) {
 }
 
 fn run(arch: Arch, name: &str, page_size: Option<usize>, args: &[&str]) -> (Output, String) {
+    if let Some(qemu) = arch.qemu() {
+        support::need_one(qemu, "qemu-user");
+    }
     let bin = freestanding::binary(arch, name);
     let args: Vec<OsString> = args.iter().map(OsString::from).collect();
     let out = freestanding::run_captured(arch, &bin, page_size, &args).unwrap_or_else(|e| panic!("{e}"));
@@ -53,11 +57,11 @@ fn run_ok_with(arch: Arch, name: &str, page_size: Option<usize>, args: &[&str], 
 }
 
 fn readelf(flag: &str, bin: &std::path::Path) -> String {
-    let out = Command::new("readelf")
+    let out = Command::new(support::need_one("readelf", "binutils"))
         .arg(flag)
         .arg(bin)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run readelf ({e}): install binutils (`apt-get install binutils`)"));
+        .unwrap_or_else(|e| panic!("cannot run readelf: {e}"));
     assert!(
         out.status.success(),
         "readelf {flag} {}: {}",

@@ -1,12 +1,16 @@
-//! Helpers shared by the integration tests: a tiny PRNG, block patterns, and
-//! child-process scenarios (the test binary re-executed with an env var).
+//! Helpers shared by the integration tests: a tiny PRNG, block patterns,
+//! child-process scenarios (the test binary re-executed with an env var),
+//! and the external tools the tests run ([`tools`]).
 //!
 //! Each test file includes this with `#[macro_use] mod support;` and uses
 //! only part of it.
-#![allow(dead_code, unused_macros)]
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::fmt::Write as _;
 use std::process::{Command, Output};
+
+pub mod tools;
+pub use tools::{need, need_one};
 
 /// xorshift64*: deterministic, no dependencies, good enough to pick sizes.
 #[derive(Clone, Debug)]

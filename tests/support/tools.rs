@@ -1,0 +1,129 @@
+//! The programs the tests run (C compilers, qemu-user, binutils, programs to
+//! preload into), provisioned by the tests themselves so that `cargo test`
+//! passes on a fresh Debian or Ubuntu machine.
+//!
+//! [`need`] looks the tools up on the `PATH`. When one is missing and the
+//! process runs as root, it installs the Debian package with `apt-get`
+//! (`apt-get update` first), holding a lock file so that the test binaries
+//! and threads that ask at the same time install one after another. Not
+//! root: the test binary stops at once with the one command that installs
+//! every package the tests use. A tool still missing after the install is a
+//! test failure naming the package; nothing is ever skipped.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// Every Debian package `cargo test` may need, for the one command printed
+/// when the tests cannot install them themselves.
+pub const PACKAGES: &str = "binutils gcc musl-tools python3 qemu-user sqlite3 xz-utils zstd";
+
+/// `apt-get update` is run again only when the last one is older than this.
+const UPDATE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Where `tool` is on the `PATH`, if it is.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The paths of `tools`, all from the Debian package `package`, which is
+/// installed first when one of them is missing (see the module docs).
+pub fn need(tools: &[&str], package: &str) -> Vec<PathBuf> {
+    let found = || tools.iter().map(|t| which(t)).collect::<Option<Vec<_>>>();
+    if let Some(paths) = found() {
+        return paths;
+    }
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    let missing = missing.join("`, `");
+    if !is_root() {
+        stop(&format!(
+            "`{missing}` not found (Debian package {package}), and installing it needs root.\n\
+             Run this once, then the tests again:\n\n    \
+             sudo apt-get install -y {PACKAGES}\n"
+        ));
+    }
+    let _lock = lock();
+    // Another test may have installed it while this one waited.
+    if let Some(paths) = found() {
+        return paths;
+    }
+    if let Err(e) = install(package) {
+        panic!("`{missing}` not found and the Debian package {package} could not be installed: {e}");
+    }
+    found().unwrap_or_else(|| panic!("`{missing}` still not found after installing the Debian package {package}"))
+}
+
+/// [`need`] for one tool.
+pub fn need_one(tool: &str, package: &str) -> PathBuf {
+    need(&[tool], package).remove(0)
+}
+
+/// The effective user of this process is root (`/proc/self` is owned by it).
+fn is_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Writes `message` straight to stderr (past the test harness's capture) and
+/// ends the test binary: every test after this one would stop the same way.
+fn stop(message: &str) -> ! {
+    let _ = nolibc_alloc::sys::write(2, format!("\nnolibc-alloc tests: {message}\n").as_bytes());
+    std::process::exit(2)
+}
+
+/// An exclusive lock on a file in the temporary directory, shared by every
+/// test binary on the machine; released when the file is dropped.
+fn lock() -> File {
+    let path = std::env::temp_dir().join("nolibc-alloc-tests-apt.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    // flock(2). The tests build on stable only; the MSRV is the library's.
+    #[allow(clippy::incompatible_msrv)]
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    file
+}
+
+/// `apt-get update` (unless one ran within the hour), then `apt-get install`.
+/// Called with the lock held.
+fn install(package: &str) -> Result<(), String> {
+    if which("apt-get").is_none() {
+        return Err("no apt-get here: install it with this system's package manager".into());
+    }
+    let _ = nolibc_alloc::sys::write(
+        2,
+        format!("nolibc-alloc tests: installing {package} with apt-get\n").as_bytes(),
+    );
+    let stamp = std::env::temp_dir().join("nolibc-alloc-tests-apt.updated");
+    let fresh = fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < UPDATE_EVERY));
+    if !fresh {
+        apt(&["update", "-qq"])?;
+        fs::write(&stamp, b"").map_err(|e| format!("{}: {e}", stamp.display()))?;
+    }
+    apt(&["install", "-y", "-qq", "--no-install-recommends", package])
+}
+
+/// Runs `apt-get ARGS` non-interactively, waiting up to 10 minutes for the
+/// dpkg lock when another program holds it.
+fn apt(args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["-o", "DPkg::Lock::Timeout=600"])
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({status})"))
+    }
+}
