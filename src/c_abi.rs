@@ -2,8 +2,9 @@
 //!
 //! [`malloc`], [`free`], [`calloc`], [`realloc`], [`reallocarray`],
 //! [`aligned_alloc`], [`posix_memalign`], [`memalign`], [`valloc`],
-//! [`pvalloc`] and [`malloc_usable_size`] are defined with `#[no_mangle]`
-//! over one allocator instance, [`ALLOC`]. A C program gets them from the
+//! [`pvalloc`] and [`malloc_usable_size`], and glibc's [`malloc_trim`],
+//! [`mallinfo2`], [`mallinfo`], [`malloc_stats`] and [`mallopt`], are
+//! defined with `#[no_mangle]` over one allocator instance, [`ALLOC`]. A C program gets them from the
 //! static or the shared library that the `capi/` crate builds
 //! (`libnolibc_alloc_c.a` / `libnolibc_alloc_c.so`: this module plus a panic
 //! handler), linked in front of the C library or preloaded with
@@ -43,6 +44,33 @@
 //! - Misuse that is detected (double free, a pointer this allocator never
 //!   returned) stops the process with a `nolibc-alloc: ...` line on stderr
 //!   and SIGABRT, as everywhere in the crate.
+//!
+//! # glibc's statistics and tuning
+//!
+//! - `malloc_trim(pad)` gives every empty run and region back to the kernel
+//!   ([`NolibcAlloc::trim`]) and returns 1 if that released memory, else 0.
+//!   `pad` is ignored: there is no top chunk to keep a pad of.
+//! - `mallinfo2()` fills glibc's `struct mallinfo2` from
+//!   [`NolibcAlloc::stats`]: `arena` is every byte taken from the kernel
+//!   (brk and mmap: regions and large blocks alike), `uordblks` the bytes in
+//!   use (slot, block and mapping sizes, so class rounding counts as in
+//!   use), `fordblks` = `arena - uordblks` (held but free: empty slots,
+//!   holes, dirty runs), `usmblks` the peak of `uordblks` (glibc leaves it
+//!   0; this is its historical meaning). `hblks` and `hblkhd` are 0: large
+//!   blocks are counted in `arena` and `uordblks`, so `arena + hblkhd` is
+//!   the total held as with glibc. `ordblks`, `smblks`, `fsmblks` and
+//!   `keepcost` are 0 (no such chunks here).
+//! - `mallinfo()` is the same in glibc's older `struct mallinfo` of `int`s,
+//!   each saturating at `INT_MAX` (glibc's wrap around).
+//! - `malloc_stats()` writes a few lines to stderr, glibc's first two labels
+//!   included (`system bytes`, `in use bytes`), with one `write(2)` and no
+//!   allocation.
+//! - `mallopt(param, value)` supports `M_MMAP_THRESHOLD` (-3; see
+//!   [`NolibcAlloc::set_mmap_threshold`]: it acts above the configured 128
+//!   KiB, below which sizes are slots; 0 for a value above 32 MiB or
+//!   negative, as glibc) and `M_TRIM_THRESHOLD` (-1; a negative value means
+//!   never, as glibc's cast does), returning 1. Every other parameter returns
+//!   0 and changes nothing.
 //!
 //! # errno
 //!
@@ -95,8 +123,8 @@
 //!   thread is inside the allocator may find a lock held in the child. A
 //!   child that only calls `exec` (or async-signal-safe functions, as POSIX
 //!   requires after a multi-threaded `fork`) is unaffected.
-//! - `mallopt`, `mallinfo`, `malloc_trim`, `malloc_stats` are not replaced:
-//!   in a preloaded glibc program they report on glibc's own, unused, heap.
+//! - glibc's `malloc_info` (XML), `mcheck` and the `__malloc_hook`s are not
+//!   replaced.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
@@ -345,5 +373,208 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
         // SAFETY: the caller vouches for the block.
         Some(p) => unsafe { ALLOC.usable_size_unsized(p) },
         None => 0,
+    }
+}
+
+/// `M_TRIM_THRESHOLD` of glibc's `<malloc.h>`.
+pub const M_TRIM_THRESHOLD: c_int = -1;
+/// `M_MMAP_THRESHOLD` of glibc's `<malloc.h>`.
+pub const M_MMAP_THRESHOLD: c_int = -3;
+
+/// glibc's `malloc_trim`: gives every empty run and region back to the
+/// kernel; 1 if memory was released, else 0. `pad` is ignored.
+///
+/// # Safety
+/// Always safe to call; unsafe only as every C entry point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
+    let _ = pad;
+    c_int::from(ALLOC.trim() > 0)
+}
+
+/// glibc's `struct mallinfo2` (glibc 2.33), filled by [`mallinfo2`]; the
+/// module docs say what each field holds here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mallinfo2 {
+    /// Bytes taken from the kernel (brk and mmap).
+    pub arena: usize,
+    /// 0.
+    pub ordblks: usize,
+    /// 0.
+    pub smblks: usize,
+    /// 0 (large blocks are in `arena`).
+    pub hblks: usize,
+    /// 0 (large blocks are in `arena`).
+    pub hblkhd: usize,
+    /// Peak of `uordblks`.
+    pub usmblks: usize,
+    /// 0.
+    pub fsmblks: usize,
+    /// Bytes in use.
+    pub uordblks: usize,
+    /// `arena - uordblks`.
+    pub fordblks: usize,
+    /// 0.
+    pub keepcost: usize,
+}
+
+/// glibc's older `struct mallinfo`: [`Mallinfo2`] in `int`s, saturated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mallinfo {
+    /// See [`Mallinfo2::arena`].
+    pub arena: c_int,
+    /// 0.
+    pub ordblks: c_int,
+    /// 0.
+    pub smblks: c_int,
+    /// 0.
+    pub hblks: c_int,
+    /// 0.
+    pub hblkhd: c_int,
+    /// See [`Mallinfo2::usmblks`].
+    pub usmblks: c_int,
+    /// 0.
+    pub fsmblks: c_int,
+    /// See [`Mallinfo2::uordblks`].
+    pub uordblks: c_int,
+    /// See [`Mallinfo2::fordblks`].
+    pub fordblks: c_int,
+    /// 0.
+    pub keepcost: c_int,
+}
+
+/// glibc's `mallinfo2`: the counters of [`ALLOC`] (see the module docs).
+///
+/// # Safety
+/// Always safe to call; unsafe only as every C entry point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mallinfo2() -> Mallinfo2 {
+    let s = ALLOC.stats();
+    let held = s.brk_bytes + s.mapped_bytes;
+    Mallinfo2 {
+        arena: held,
+        usmblks: s.peak_in_use_bytes,
+        uordblks: s.in_use_bytes,
+        fordblks: held.saturating_sub(s.in_use_bytes),
+        ..Mallinfo2::default()
+    }
+}
+
+/// glibc's `mallinfo`: [`mallinfo2`] with each field saturated to `INT_MAX`.
+///
+/// # Safety
+/// Always safe to call; unsafe only as every C entry point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mallinfo() -> Mallinfo {
+    // SAFETY: always safe.
+    let m = unsafe { mallinfo2() };
+    let int = |v: usize| c_int::try_from(v).unwrap_or(c_int::MAX);
+    Mallinfo {
+        arena: int(m.arena),
+        ordblks: int(m.ordblks),
+        smblks: int(m.smblks),
+        hblks: int(m.hblks),
+        hblkhd: int(m.hblkhd),
+        usmblks: int(m.usmblks),
+        fsmblks: int(m.fsmblks),
+        uordblks: int(m.uordblks),
+        fordblks: int(m.fordblks),
+        keepcost: int(m.keepcost),
+    }
+}
+
+/// glibc's `malloc_stats`: a few lines on stderr, written at once with no
+/// allocation, e.g.
+///
+/// ```text
+/// nolibc-alloc (incl. mmap):
+/// system bytes     =    4202496
+/// in use bytes     =      74304
+/// max in use bytes =      80016
+/// brk bytes        =          0
+/// mmap bytes       =    4202496
+/// mmap calls       =          3
+/// ```
+///
+/// # Safety
+/// Always safe to call; unsafe only as every C entry point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_stats() {
+    let s = ALLOC.stats();
+    let mut text = Text::new();
+    text.put(b"nolibc-alloc (incl. mmap):\n");
+    for (label, value) in [
+        (&b"system bytes     = "[..], s.brk_bytes + s.mapped_bytes),
+        (b"in use bytes     = ", s.in_use_bytes),
+        (b"max in use bytes = ", s.peak_in_use_bytes),
+        (b"brk bytes        = ", s.brk_bytes),
+        (b"mmap bytes       = ", s.mapped_bytes),
+        (b"mmap calls       = ", s.syscalls.mmap),
+    ] {
+        text.put(label);
+        text.decimal(value, 10);
+        text.put(b"\n");
+    }
+    let _ = crate::sys::write(2, text.bytes());
+}
+
+/// A line buffer on the stack, for [`malloc_stats`].
+struct Text {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Text {
+    fn new() -> Self {
+        Text { buf: [0; 512], len: 0 }
+    }
+
+    /// Appends what fits.
+    fn put(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    /// Appends `value` in decimal, right-aligned in `width` columns.
+    fn decimal(&mut self, mut value: usize, width: usize) {
+        let mut digits = [b' '; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        let start = i.min(digits.len().saturating_sub(width));
+        self.put(&digits[start..]);
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// glibc's `mallopt`: `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` are
+/// honoured (1), everything else is not supported (0); see the module docs.
+///
+/// # Safety
+/// Always safe to call; unsafe only as every C entry point.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+    match param {
+        M_MMAP_THRESHOLD => match usize::try_from(value) {
+            Ok(bytes) => c_int::from(ALLOC.set_mmap_threshold(bytes)),
+            Err(_) => 0,
+        },
+        M_TRIM_THRESHOLD => {
+            ALLOC.set_trim_threshold(usize::try_from(value).unwrap_or(usize::MAX));
+            1
+        }
+        _ => 0,
     }
 }

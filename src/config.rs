@@ -1,4 +1,9 @@
-//! Configuration, with const builders.
+//! Configuration, with const builders, and the two knobs that can change at
+//! run time (C's `mallopt`).
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+use crate::{NolibcAlloc, Source, MAX_MMAP_THRESHOLD_BYTES};
 
 /// How the allocator behaves; build it with the const methods:
 ///
@@ -77,15 +82,19 @@ impl Default for Config {
 
 /// A [`Config`] as the allocator keeps it: every field stored so that the
 /// defaults are zero bytes, which puts a default allocator `static` in
-/// `.bss` (no bytes in the executable) rather than `.data`.
-#[derive(Clone, Copy, Debug)]
+/// `.bss` (no bytes in the executable) rather than `.data`. The trim
+/// threshold and whether the mmap threshold adapts can change at run time
+/// (atomics, read relaxed: a plain load on every supported architecture);
+/// the mmap threshold that routes sizes to the small tier never changes,
+/// since live blocks are freed by the tier their layout routes to.
+#[derive(Debug)]
 pub(crate) struct Tuning {
     /// `mmap_threshold ^ DEFAULT_MMAP_THRESHOLD_BYTES`.
     mmap_threshold_x: usize,
     /// `trim_threshold ^ DEFAULT_TRIM_THRESHOLD_BYTES`.
-    trim_threshold_x: usize,
+    trim_threshold_x: AtomicUsize,
     /// `!adaptive_threshold`.
-    fixed_threshold: bool,
+    fixed_threshold: AtomicBool,
     /// `use_brk`: 0 = by target, 1 = on, 2 = off.
     brk: u8,
 }
@@ -94,8 +103,8 @@ impl Tuning {
     pub(crate) const fn new(c: Config) -> Self {
         Tuning {
             mmap_threshold_x: c.mmap_threshold ^ DEFAULT_MMAP_THRESHOLD_BYTES,
-            trim_threshold_x: c.trim_threshold ^ DEFAULT_TRIM_THRESHOLD_BYTES,
-            fixed_threshold: !c.adaptive_threshold,
+            trim_threshold_x: AtomicUsize::new(c.trim_threshold ^ DEFAULT_TRIM_THRESHOLD_BYTES),
+            fixed_threshold: AtomicBool::new(!c.adaptive_threshold),
             brk: match c.use_brk {
                 None => 0,
                 Some(true) => 1,
@@ -104,10 +113,10 @@ impl Tuning {
         }
     }
 
-    pub(crate) const fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         Config {
             mmap_threshold: self.mmap_threshold(),
-            adaptive_threshold: !self.fixed_threshold,
+            adaptive_threshold: self.adaptive_threshold(),
             trim_threshold: self.trim_threshold(),
             use_brk: match self.brk {
                 0 => None,
@@ -123,12 +132,43 @@ impl Tuning {
     }
 
     #[inline]
-    pub(crate) const fn trim_threshold(&self) -> usize {
-        self.trim_threshold_x ^ DEFAULT_TRIM_THRESHOLD_BYTES
+    pub(crate) fn trim_threshold(&self) -> usize {
+        self.trim_threshold_x.load(Relaxed) ^ DEFAULT_TRIM_THRESHOLD_BYTES
     }
 
     #[inline]
-    pub(crate) const fn adaptive_threshold(&self) -> bool {
-        !self.fixed_threshold
+    pub(crate) fn adaptive_threshold(&self) -> bool {
+        !self.fixed_threshold.load(Relaxed)
+    }
+}
+
+/// The run-time knobs (C's `mallopt`).
+impl<S: Source> NolibcAlloc<S> {
+    /// Sets the mmap threshold at run time (`mallopt(M_MMAP_THRESHOLD)`):
+    /// from now on blocks of at least `bytes` get a mapping of their own and
+    /// the threshold no longer adapts. It acts above the configured
+    /// threshold ([`Config::mmap_threshold`], 128 KiB by default), below
+    /// which every size is a slot of the small tier whatever is set here (a
+    /// live block must be freed by the tier its layout routed it to).
+    /// Returns false, changing nothing, above
+    /// [`MAX_MMAP_THRESHOLD_BYTES`].
+    pub fn set_mmap_threshold(&self, bytes: usize) -> bool {
+        if bytes > MAX_MMAP_THRESHOLD_BYTES {
+            return false;
+        }
+        // Adaptation off first, so that a free racing with this call does
+        // not raise the threshold again after it is set.
+        self.tuning.fixed_threshold.store(true, Relaxed);
+        self.threshold.store(bytes, Relaxed);
+        true
+    }
+
+    /// Sets the trim threshold at run time (`mallopt(M_TRIM_THRESHOLD)`):
+    /// the bytes of empty runs an arena keeps before giving runs back, and
+    /// the size up to which a last, empty region is kept.
+    pub fn set_trim_threshold(&self, bytes: usize) {
+        self.tuning
+            .trim_threshold_x
+            .store(bytes ^ DEFAULT_TRIM_THRESHOLD_BYTES, Relaxed);
     }
 }

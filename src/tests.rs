@@ -591,3 +591,66 @@ fn unsized_double_free_is_caught() {
         }
     });
 }
+
+#[test]
+fn mmap_threshold_set_at_run_time() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let half = Layout::from_size_align(512 << 10, 16).unwrap();
+        let big = Layout::from_size_align(2 << 20, 16).unwrap();
+        // SAFETY: non-zero layouts; each block freed once with its layout.
+        unsafe {
+            assert!(a.set_mmap_threshold(1 << 20));
+            assert!(!a.config().adaptive_threshold);
+            // Below the threshold: a medium block, exactly the size asked.
+            let p = NonNull::new(a.alloc(half)).unwrap();
+            assert_eq!(a.usable_size(p, half), 512 << 10);
+            // A large free no longer raises the threshold.
+            let q = a.alloc(big);
+            a.dealloc(q, big);
+            assert_eq!(a.mmap_threshold(), 1 << 20);
+            a.dealloc(p.as_ptr(), half);
+
+            assert!(a.set_mmap_threshold(256 << 10));
+            // Now a mapping of its own: page rounding shows in the usable size.
+            let p = NonNull::new(a.alloc(half)).unwrap();
+            assert!(a.usable_size(p, half) >= (512 << 10) + 2048);
+            a.dealloc(p.as_ptr(), half);
+
+            assert!(!a.set_mmap_threshold(64 << 20), "above the 32 MiB cap");
+            assert_eq!(a.mmap_threshold(), 256 << 10);
+            // Below the configured threshold the small tier keeps its sizes.
+            assert!(a.set_mmap_threshold(4096));
+            assert_eq!(a.mmap_threshold(), 128 << 10);
+            let small = Layout::from_size_align(100_000, 16).unwrap();
+            let p = NonNull::new(a.alloc(small)).unwrap();
+            assert_eq!(
+                a.usable_size(p, small),
+                CLASSES[crate::class::class_for(100_000, 16).unwrap()].size as usize
+            );
+            a.dealloc(p.as_ptr(), small);
+        }
+        assert_eq!(a.stats().in_use_bytes, 0);
+        a.validate();
+    });
+}
+
+#[test]
+fn trim_threshold_set_at_run_time() {
+    // The last region, once empty, stays mapped unless the trim threshold is 0.
+    for (bytes, kept) in [(1 << 20, true), (0, false), (usize::MAX, true)] {
+        with_alloc(mmap_config(), 0, 4096, |a| {
+            a.set_trim_threshold(bytes);
+            assert_eq!(a.config().trim_threshold, bytes);
+            assert!(a.set_mmap_threshold(1 << 20));
+            let layout = Layout::from_size_align(512 << 10, 16).unwrap();
+            // SAFETY: a non-zero layout; the block is freed once.
+            unsafe {
+                let p = a.alloc(layout);
+                assert!(!p.is_null());
+                a.dealloc(p, layout);
+            }
+            a.validate();
+            assert_eq!(a.source().mapped_bytes() > 0, kept, "trim threshold {bytes}");
+        });
+    }
+}

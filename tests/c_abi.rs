@@ -213,6 +213,48 @@ fn contract_musl_static() {
     let exe = compile_contract(&musl_gcc, "contract-musl", &["-static"], &[lib]);
     assert_static(&exe);
     check_contract_output(&run(&mut Command::new(&exe)), "threads: ok", "contract with musl");
+    check_malloc_stats(&run(Command::new(&exe).arg("stats")));
+}
+
+/// What `contract.c` calls, all exported by the C library.
+const C_ABI_SYMBOLS: [&str; 15] = [
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "aligned_alloc",
+    "posix_memalign",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "malloc_usable_size",
+    "malloc_trim",
+    "mallinfo2",
+    "mallinfo",
+    "mallopt",
+];
+
+/// `contract stats`: `malloc_stats()` with 100 blocks of 1000 bytes live
+/// writes its lines to stderr, the in-use figure at least 100 000.
+fn check_malloc_stats(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let value = |label: &str| -> Option<usize> {
+        let line = lines.iter().find(|l| l.starts_with(label))?;
+        line.split_once('=')?.1.trim().parse().ok()
+    };
+    let ok = out.status.success()
+        && out.stdout.is_empty()
+        && lines.len() == 7
+        && lines[0] == "nolibc-alloc (incl. mmap):"
+        && value("in use bytes").is_some_and(|v| v >= 100_000)
+        && value("system bytes") >= value("in use bytes")
+        && value("max in use bytes") >= value("in use bytes")
+        && value("mmap bytes").is_some()
+        && value("brk bytes") == Some(0)
+        && value("mmap calls").is_some_and(|v| v > 0);
+    assert!(ok, "malloc_stats: {}", describe(out));
 }
 
 /// `LD_DEBUG=bindings` output of a run (one file per process): the lines
@@ -240,7 +282,12 @@ fn bindings_to_us(prefix: &Path) -> String {
 
 /// Runs `cmd` with the shared library preloaded and symbol bindings logged;
 /// fails unless `malloc` and `free` were bound to it.
-fn run_preloaded(mut cmd: Command, name: &str) -> Output {
+fn run_preloaded(cmd: Command, name: &str) -> Output {
+    run_preloaded_binding(cmd, name, &["malloc", "free"])
+}
+
+/// [`run_preloaded`], checking that each of `symbols` was bound to us.
+fn run_preloaded_binding(mut cmd: Command, name: &str, symbols: &[&str]) -> Output {
     let log = work_dir().join(format!("{name}.bindings"));
     bindings_to_us(&log); // clears leftovers of an earlier run
     let out = run(cmd
@@ -248,7 +295,7 @@ fn run_preloaded(mut cmd: Command, name: &str) -> Output {
         .env("LD_DEBUG", "bindings")
         .env("LD_DEBUG_OUTPUT", &log));
     let bound = bindings_to_us(&log);
-    for sym in ["malloc", "free"] {
+    for sym in symbols {
         assert!(
             bound.contains(&format!("symbol `{sym}'")),
             "{name}: `{sym}` was not bound to the preloaded library:\n{bound}"
@@ -270,8 +317,12 @@ fn contract_glibc_preloaded() {
         "glibc gives our usable sizes?"
     );
 
-    let out = run_preloaded(Command::new(&exe), "contract");
+    // glibc has its own of every one of these: ours must be the ones bound.
+    let out = run_preloaded_binding(Command::new(&exe), "contract", &C_ABI_SYMBOLS);
     check_contract_output(&out, "threads: ok", "contract with glibc and LD_PRELOAD");
+    let mut stats = Command::new(&exe);
+    stats.arg("stats");
+    check_malloc_stats(&run_preloaded_binding(stats, "stats", &["malloc_stats"]));
 
     // Misuse is caught by the allocator, not by glibc, and named after the call.
     for (case, message) in [

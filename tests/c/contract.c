@@ -11,7 +11,9 @@
  * `contract: FAIL line N: what (a, b)` and exits 1.
  *
  * Modes (libc builds only): `contract usable` prints the usable line only;
- * `contract double-free` frees a block twice (the allocator must abort).
+ * `contract stats` calls malloc_stats() with 100 blocks of 1000 bytes live;
+ * `contract double-free`, `realloc-freed`, `usable-inside` misuse the
+ * allocator (it must abort).
  *
  * Compile with -fno-builtin: the compiler must not fold malloc/free pairs.
  */
@@ -97,6 +99,24 @@ void *memalign(size_t, size_t);
 void *valloc(size_t);
 void *pvalloc(size_t);
 size_t malloc_usable_size(void *);
+
+/* glibc's statistics and tuning, declared here: <malloc.h> is glibc's only
+ * (and marks mallinfo deprecated). The layouts are glibc's. */
+struct mallinfo2_ {
+    size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+struct mallinfo_ {
+    int arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+struct mallinfo2_ mallinfo2(void);
+struct mallinfo_ mallinfo(void);
+int malloc_trim(size_t);
+void malloc_stats(void);
+int mallopt(int, int);
+#define M_TRIM_THRESHOLD_ (-1)
+#define M_MMAP_THRESHOLD_ (-3)
+#define M_MMAP_MAX_ (-4)
+#define M_MXFAST_ 1
 
 #define PTRDIFF_MAX_ ((size_t)PTRDIFF_MAX)
 #define HUGE_ ((size_t)1 << 62) /* a valid size no kernel can map */
@@ -550,6 +570,73 @@ static void threads(void) {
 }
 #endif
 
+/* ---- glibc's extras: malloc_trim, mallinfo2, mallinfo, mallopt ----------- */
+
+static void mallinfo_agrees(struct mallinfo2_ m, int line) {
+    if (m.fordblks != m.arena - m.uordblks || m.arena < m.uordblks) fail(line, "arena = uordblks + fordblks", m.arena, m.uordblks);
+    if (m.usmblks < m.uordblks) fail(line, "usmblks (peak) >= uordblks", m.usmblks, m.uordblks);
+    if (m.hblks || m.hblkhd || m.ordblks || m.smblks || m.fsmblks || m.keepcost) fail(line, "unused fields are 0", m.hblks, m.keepcost);
+}
+
+/* Run last: mallopt fixes the mmap threshold for the rest of the process. */
+static void malloc_extras(void) {
+    enum { N = 256, SIZE = 1000 };
+    static void *p[N];
+    /* Keeps the arena in use, so that freeing the burst caches its runs
+     * instead of giving everything back at once. */
+    void *hold = malloc(SIZE);
+    CHECK(hold != NULL, "malloc", SIZE, 0);
+    struct mallinfo2_ before = mallinfo2();
+    mallinfo_agrees(before, __LINE__);
+    for (int i = 0; i < N; i++) {
+        p[i] = malloc(SIZE);
+        CHECK(p[i] != NULL, "malloc", SIZE, i);
+        fill(p[i], SIZE, (unsigned)i);
+    }
+    struct mallinfo2_ full = mallinfo2();
+    struct mallinfo_ full_int = mallinfo();
+    mallinfo_agrees(full, __LINE__);
+    CHECK(full.uordblks >= before.uordblks + (size_t)N * SIZE, "mallinfo2 counts the blocks", full.uordblks, before.uordblks);
+    CHECK(full.arena >= before.arena, "arena", full.arena, before.arena);
+    CHECK((size_t)full_int.uordblks == full.uordblks && (size_t)full_int.arena == full.arena &&
+              (size_t)full_int.fordblks == full.fordblks && (size_t)full_int.usmblks == full.usmblks,
+          "mallinfo = mallinfo2 in ints", full_int.uordblks, full.uordblks);
+    for (int i = 0; i < N; i++) {
+        CHECK(intact(p[i], SIZE, (unsigned)i), "block intact", i, 0);
+        free(p[i]);
+    }
+    struct mallinfo2_ freed = mallinfo2();
+    mallinfo_agrees(freed, __LINE__);
+    CHECK(freed.uordblks + (size_t)N * SIZE <= full.uordblks, "frees leave mallinfo2", freed.uordblks, full.uordblks);
+    /* The burst's empty runs are cached: trimming gives them back, once. */
+    CHECK(malloc_trim(0) == 1, "malloc_trim released memory", 0, 0);
+    CHECK(malloc_trim(0) == 0, "a second malloc_trim has nothing to release", 0, 0);
+    struct mallinfo2_ trimmed = mallinfo2();
+    mallinfo_agrees(trimmed, __LINE__);
+    CHECK(trimmed.arena <= freed.arena, "malloc_trim never raises arena", trimmed.arena, freed.arena);
+    free(hold);
+
+    /* mallopt: the two thresholds, nothing else. */
+    size_t n = (size_t)512 << 10;
+    CHECK(mallopt(M_MMAP_THRESHOLD_, 1 << 20) == 1, "mallopt(M_MMAP_THRESHOLD, 1 MiB)", 0, 0);
+    void *medium = malloc(n);
+    CHECK(medium != NULL, "malloc", n, 0);
+    /* Below the threshold: from a region, exactly the size asked. */
+    CHECK(malloc_usable_size(medium) == n, "512 KiB below a 1 MiB threshold is not mapped", malloc_usable_size(medium), n);
+    CHECK(mallopt(M_MMAP_THRESHOLD_, 256 << 10) == 1, "mallopt(M_MMAP_THRESHOLD, 256 KiB)", 0, 0);
+    void *mapped = malloc(n);
+    CHECK(mapped != NULL, "malloc", n, 0);
+    /* A mapping of its own: page rounding shows in the usable size. */
+    CHECK(malloc_usable_size(mapped) >= n + 2048, "512 KiB above a 256 KiB threshold is mapped", malloc_usable_size(mapped), n);
+    free(medium);
+    free(mapped);
+    CHECK(mallopt(M_MMAP_THRESHOLD_, 64 << 20) == 0, "M_MMAP_THRESHOLD above 32 MiB refused", 0, 0);
+    CHECK(mallopt(M_MMAP_THRESHOLD_, -1) == 0, "negative M_MMAP_THRESHOLD refused", 0, 0);
+    CHECK(mallopt(M_TRIM_THRESHOLD_, 1 << 20) == 1, "mallopt(M_TRIM_THRESHOLD)", 0, 0);
+    CHECK(mallopt(M_MXFAST_, 64) == 0, "M_MXFAST is not supported", 0, 0);
+    CHECK(mallopt(M_MMAP_MAX_, 0) == 0, "M_MMAP_MAX is not supported", 0, 0);
+}
+
 static int contract(void) {
     PAGE = page_size();
     uintptr_t brk_before = current_break();
@@ -581,6 +668,7 @@ static int contract(void) {
 #else
     puts_("threads: skipped (no libc)\n");
 #endif
+    malloc_extras();
     puts_("contract: ok\n");
     return 0;
 }
@@ -597,6 +685,14 @@ static int streq(const char *a, const char *b) {
 int main(int argc, char **argv) {
     if (argc > 1 && streq(argv[1], "usable")) {
         print_usable();
+        return 0;
+    }
+    /* malloc_stats() of a program holding 100 blocks of 1000 bytes. */
+    if (argc > 1 && streq(argv[1], "stats")) {
+        static void *p[100];
+        for (int i = 0; i < 100; i++) p[i] = malloc(1000);
+        malloc_stats();
+        for (int i = 0; i < 100; i++) free(p[i]);
         return 0;
     }
     /* Misuse, one kind per run: the allocator must stop the process. */
