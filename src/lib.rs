@@ -8,6 +8,7 @@ extern crate std;
 pub mod class;
 mod config;
 pub mod fault;
+pub mod fork;
 mod large;
 mod lock;
 mod medium;

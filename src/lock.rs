@@ -107,6 +107,31 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Takes the lock and keeps it with no guard: the fork handlers hold
+    /// every lock across `fork` ([`Mutex::unlock_held`] or
+    /// [`Mutex::reset_in_child`] ends it).
+    pub(crate) fn lock_held(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Unlocks a lock taken with [`Mutex::lock_held`].
+    ///
+    /// # Safety
+    /// The calling thread took it with `lock_held` and holds no guard of it.
+    pub(crate) unsafe fn unlock_held(&self) {
+        self.unlock();
+    }
+
+    /// In the child of a `fork`: the lock is free again. Nobody can be
+    /// waiting (the child has one thread), so no wake is owed.
+    ///
+    /// # Safety
+    /// Only in a child process that has one thread, on a lock the fork
+    /// handlers held (or nobody held) at the instant of the fork.
+    pub(crate) unsafe fn reset_in_child(&self) {
+        self.state.store(UNLOCKED, Ordering::Relaxed);
+    }
+
     #[inline]
     fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
@@ -207,7 +232,7 @@ pub(crate) struct Solo {
     /// The main thread's stack: `[stack_lo, stack_lo + stack_span)`.
     stack_lo: AtomicUsize,
     stack_span: AtomicUsize,
-    switch: Mutex<()>,
+    pub(crate) switch: Mutex<()>,
 }
 
 /// The thread pointer where a C library set one up (it is unique to each
@@ -298,6 +323,13 @@ impl Solo {
     pub(crate) fn leave(&self) {
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
         self.busy.store(false, Ordering::Release);
+    }
+
+    /// In the child of a `fork`: the gate decides again on the next call
+    /// (the forking thread may be the main thread, now alone).
+    pub(crate) fn reset_in_child(&self) {
+        self.busy.store(false, Ordering::Relaxed);
+        self.mode.store(UNDECIDED, Ordering::SeqCst);
     }
 
     /// Whether the process is (still) in solo mode.
