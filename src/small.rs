@@ -10,6 +10,7 @@
 //! cache of empty runs (bounded by the trim threshold).
 
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
 use crate::fault::{fault, Fault, CHECKS};
@@ -18,6 +19,9 @@ use crate::fault::{fault, Fault, CHECKS};
 const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
 /// Mixed into a free slot's address to make its marker.
 const FREE_MAGIC: usize = 0x6672_6565_736c_6f74u64 as usize; // "freeslot"
+/// Mixed into a remotely freed slot's address and its run's to make its
+/// marker (the owner recovers the run from it).
+const REMOTE_MAGIC: usize = 0x7265_6d6f_7465_6672u64 as usize; // "remotefr"
 
 /// Header at the start of every run.
 #[repr(C)]
@@ -69,10 +73,12 @@ pub(crate) struct Arena {
     classes: [ClassList; CLASS_COUNT],
     /// Bytes of runs that are empty but kept.
     cached_empty_bytes: usize,
-    /// Bytes in slots handed out.
-    pub(crate) in_use_bytes: usize,
-    /// Highest `in_use_bytes` seen.
-    pub(crate) peak_in_use_bytes: usize,
+    /// Bytes in slots handed out (slots freed by other threads count until
+    /// the owner takes them back). Written by the arena's owner only (plain
+    /// load and store), read by anyone.
+    pub(crate) in_use_bytes: AtomicUsize,
+    /// Highest `in_use_bytes` seen (same rules).
+    pub(crate) peak_in_use_bytes: AtomicUsize,
     /// Highest `in_use_bytes` since the arena was last idle.
     burst_peak_bytes: usize,
 }
@@ -99,8 +105,8 @@ impl Arena {
         Arena {
             classes: [ClassList { head: ptr::null_mut() }; CLASS_COUNT],
             cached_empty_bytes: 0,
-            in_use_bytes: 0,
-            peak_in_use_bytes: 0,
+            in_use_bytes: AtomicUsize::new(0),
+            peak_in_use_bytes: AtomicUsize::new(0),
             burst_peak_bytes: 0,
         }
     }
@@ -181,26 +187,42 @@ impl Arena {
             if (*run).live == info.slots {
                 self.unlink(run);
             }
-            self.in_use_bytes += info.size as usize;
-            if self.in_use_bytes > self.burst_peak_bytes {
-                self.burst_peak_bytes = self.in_use_bytes;
-                self.peak_in_use_bytes = self.peak_in_use_bytes.max(self.in_use_bytes);
+            let in_use = self.in_use_bytes.load(Relaxed) + info.size as usize;
+            self.in_use_bytes.store(in_use, Relaxed);
+            if in_use > self.burst_peak_bytes {
+                self.new_peak(in_use);
             }
             NonNull::new_unchecked(slot)
         }
     }
 
-    /// Returns a slot of `run`.
+    #[cold]
+    #[inline(never)]
+    fn new_peak(&mut self, in_use: usize) {
+        self.burst_peak_bytes = in_use;
+        if in_use > self.peak_in_use_bytes.load(Relaxed) {
+            self.peak_in_use_bytes.store(in_use, Relaxed);
+        }
+    }
+
+    /// Returns a slot of `run`; `drained`: the slot comes off a remote list
+    /// (already checked when it was pushed).
     ///
     /// # Safety
     /// `run` was checked by [`run_of`] and belongs to this arena.
     #[inline]
-    pub(crate) unsafe fn free(&mut self, run: NonNull<Run>, ptr: NonNull<u8>, trim_threshold: usize) -> Freed {
+    pub(crate) unsafe fn free(
+        &mut self,
+        run: NonNull<Run>,
+        ptr: NonNull<u8>,
+        trim_threshold: usize,
+        drained: bool,
+    ) -> Freed {
         let run = run.as_ptr();
         // SAFETY: `run_of` checked the header; this arena's lock is held.
         unsafe {
             let info = &CLASSES[(*run).class as usize];
-            if CHECKS {
+            if CHECKS && !drained {
                 let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
                 if index >= (*run).bump as usize {
                     fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
@@ -208,14 +230,15 @@ impl Arena {
             }
             let slot = ptr.as_ptr().cast::<FreeSlot>();
             let marker = slot as usize ^ FREE_MAGIC;
-            if CHECKS && (*slot).marker == marker {
+            if CHECKS && !drained && ((*slot).marker == marker || (*slot).marker == remote_marker(run, slot.cast())) {
                 fault(Fault::DoubleFree, ptr.as_ptr() as usize);
             }
             (*slot).next = (*run).free;
             (*slot).marker = marker;
             (*run).free = slot;
             (*run).live -= 1;
-            self.in_use_bytes -= info.size as usize;
+            let in_use = self.in_use_bytes.load(Relaxed) - info.size as usize;
+            self.in_use_bytes.store(in_use, Relaxed);
             if !(*run).listed {
                 self.push(run);
             }
@@ -226,7 +249,7 @@ impl Arena {
             // The last block of a burst was just freed: give every empty
             // run back. (A loop that allocates and frees one block makes
             // no burst: its run stays cached.)
-            if self.in_use_bytes == 0 && self.burst_peak_bytes >= crate::medium::IDLE_PURGE_MIN_BYTES {
+            if in_use == 0 && self.burst_peak_bytes >= crate::medium::IDLE_PURGE_MIN_BYTES {
                 self.burst_peak_bytes = 0;
                 self.cached_empty_bytes += bytes;
                 return Freed::Idle;
@@ -241,20 +264,22 @@ impl Arena {
         }
     }
 
-    /// Offers every cached empty run to `take` (run, bytes, region); unlinks
-    /// those it accepts (it returns `true`).
-    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, *mut u8) -> bool) {
+    /// Unlinks every cached empty run and hands it to `take` (run, bytes,
+    /// region), which owns it from then on.
+    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, *mut u8)) {
         for (class, info) in CLASSES.iter().enumerate() {
             let mut run = self.classes[class].head;
             while !run.is_null() {
-                // SAFETY: listed runs are live runs of this arena.
+                // SAFETY: listed runs are live runs of this arena; a run is
+                // unlinked before it is handed over (which overwrites it).
                 unsafe {
                     let next = (*run).next;
                     let bytes = info.run_bytes as usize;
-                    if (*run).live == 0 && take(NonNull::new_unchecked(run.cast()), bytes, (*run).region) {
+                    if (*run).live == 0 {
                         self.unlink(run);
                         self.cached_empty_bytes -= bytes;
                         (*run).check = 0;
+                        take(NonNull::new_unchecked(run.cast()), bytes, (*run).region);
                     }
                     run = next;
                 }
@@ -323,7 +348,7 @@ impl Arena {
             }
         }
         check(cached == self.cached_empty_bytes, "cached empty bytes");
-        self.in_use_bytes
+        self.in_use_bytes.load(Relaxed)
     }
 }
 
@@ -360,6 +385,74 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
 fn check(ok: bool, what: &'static str) {
     if !ok {
         fault(Fault::Corrupt(what), 0);
+    }
+}
+
+/// The marker of a slot of `run` on a remote list.
+#[inline(always)]
+fn remote_marker(run: *mut Run, slot: *mut u8) -> usize {
+    run as usize ^ slot as usize ^ REMOTE_MAGIC
+}
+
+/// Marks a slot freed by a thread that does not own its run, before it is
+/// pushed onto the owner's remote list; stops the process on a double free.
+///
+/// # Safety
+/// `ptr` is a live slot of `run` (checked by [`run_of`]).
+#[inline]
+pub(crate) unsafe fn mark_remote(run: NonNull<Run>, ptr: NonNull<u8>) {
+    let slot = ptr.as_ptr().cast::<FreeSlot>();
+    let marker = remote_marker(run.as_ptr(), slot.cast());
+    // SAFETY: a live slot is the caller's to write.
+    unsafe {
+        if CHECKS && ((*slot).marker == marker || (*slot).marker == slot as usize ^ FREE_MAGIC) {
+            fault(Fault::DoubleFree, ptr.as_ptr() as usize);
+        }
+        (*slot).marker = marker;
+    }
+}
+
+/// The run of a slot taken off a remote list, from its marker; checked.
+///
+/// # Safety
+/// `slot` came off a remote list (marked by [`mark_remote`]).
+#[inline]
+pub(crate) unsafe fn run_of_remote(slot: *mut u8) -> NonNull<Run> {
+    // SAFETY: a slot on a remote list holds its marker in the second word.
+    let marker = unsafe { (*slot.cast::<FreeSlot>()).marker };
+    let run = slot.with_addr(marker ^ slot as usize ^ REMOTE_MAGIC).cast::<Run>();
+    // SAFETY: the marker names the run holding the slot, below it in the same
+    // allocation; the check word tells whether that is still so.
+    if run.is_null() || unsafe { (*run).check } != run as usize ^ RUN_MAGIC {
+        fault(Fault::Corrupt("remote slot marker"), slot as usize);
+    }
+    // SAFETY: checked non-null above.
+    unsafe { NonNull::new_unchecked(run) }
+}
+
+/// Checks the slots of a remote list: each marked, in a live run of arena
+/// `index`, carved. For tests and fuzzing (nobody may push meanwhile).
+///
+/// # Safety
+/// `list` is a remote list of arena `index`.
+pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
+    let mut n = 0usize;
+    while !slot.is_null() {
+        // SAFETY: the slot came off a remote list; `run_of_remote` checks the run.
+        unsafe {
+            let run = run_of_remote(slot).as_ptr();
+            let info = &CLASSES[(*run).class as usize];
+            check((*run).arena == index, "remote slot of another arena");
+            let off = slot as usize - run as usize - info.slot0 as usize;
+            check(off.is_multiple_of(info.size as usize), "remote slot on a slot boundary");
+            check(
+                off / (info.size as usize) < (*run).bump as usize,
+                "remote slot was carved",
+            );
+            n += 1;
+            check(n < 1 << 40, "remote list has no cycle");
+            slot = *slot.cast::<*mut u8>();
+        }
     }
 }
 
