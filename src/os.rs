@@ -234,6 +234,19 @@ unsafe impl Source for Linux {
         let _ = unsafe { sys::madvise(ptr.as_ptr() as usize, len, sys::MADV_DONTNEED) };
     }
 
+    #[inline(always)]
+    fn thread_identity(&self) -> usize {
+        crate::identity::thread_pointer()
+    }
+
+    fn thread_id(&self) -> u32 {
+        sys::gettid() as u32
+    }
+
+    fn thread_alive(&self, tid: u32) -> bool {
+        sys::tgkill(sys::getpid(), tid as i32, 0) != Err(sys::Errno::ESRCH)
+    }
+
     fn is_mapped(&self, addr: *const u8) -> bool {
         let page = self.page_size();
         // madvise(MADV_NORMAL) changes nothing and fails with ENOMEM on a hole.
