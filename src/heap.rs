@@ -143,9 +143,9 @@ impl Heap {
     /// # Safety
     /// `ptr` is a live slot of `run`, a run of this heap.
     #[inline]
-    pub(crate) unsafe fn push_remote(&self, run: NonNull<Run>, ptr: NonNull<u8>) {
+    pub(crate) unsafe fn push_remote(&self, run: NonNull<Run>, ptr: NonNull<u8>, call: crate::fault::Call) {
         // SAFETY: forwarded; the slot is the caller's until pushed.
-        unsafe { small::mark_remote(run, ptr) };
+        unsafe { small::mark_remote(run, ptr, call) };
         let slot = ptr.as_ptr();
         let mut head = self.remote.load(Relaxed);
         loop {

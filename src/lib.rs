@@ -37,7 +37,7 @@ pub use os::{Linux, Source};
 pub use stats::{Stats, SyscallCounts};
 
 use class::{class_for, CLASSES};
-use fault::{fault, Fault};
+use fault::{fault, fault_in, Call, Fault};
 use heap::{Heap, HEAP_COUNT};
 use large::{Owner, HEADER_BYTES};
 use lock::{Guard, Mutex};
@@ -230,7 +230,13 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe {
                 let next = *slot.cast::<*mut u8>();
                 let run = small::run_of_remote(slot);
-                let freed = arena.free(run, NonNull::new_unchecked(slot), self.tuning.trim_threshold(), true);
+                let freed = arena.free(
+                    run,
+                    NonNull::new_unchecked(slot),
+                    self.tuning.trim_threshold(),
+                    true,
+                    Call::Dealloc,
+                );
                 self.after_free(arena, freed);
                 slot = next;
             }
@@ -371,10 +377,10 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` is a live slot of `class` (checked in part).
     #[inline]
-    unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
+    unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize, call: Call) {
         // SAFETY: the caller vouches for the slot; `run_of` checks it.
-        let Some(run) = (unsafe { small::run_of(ptr, class) }) else {
-            self.bad_pointer(ptr)
+        let Some(run) = (unsafe { small::run_of(ptr, class, call) }) else {
+            self.bad_pointer(ptr, call)
         };
         // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
@@ -385,21 +391,21 @@ impl<S: Source> NolibcAlloc<S> {
                 // SAFETY: the calling thread owns the heap and the run is one of its.
                 unsafe {
                     let arena = heap.arena();
-                    let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false);
+                    let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false, call);
                     self.after_free(arena, freed);
                 }
             } else {
                 // SAFETY: a live slot of one of the heap's runs.
-                unsafe { heap.push_remote(run, ptr) };
+                unsafe { heap.push_remote(run, ptr, call) };
             }
             return;
         }
         let Some(arena) = self.arenas.get(index - HEAP_COUNT) else {
-            fault(Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
+            fault_in(call, Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
         };
         let mut arena = arena.lock();
         // SAFETY: the run belongs to that arena, whose lock is held.
-        let freed = unsafe { arena.free(run, ptr, self.tuning.trim_threshold(), false) };
+        let freed = unsafe { arena.free(run, ptr, self.tuning.trim_threshold(), false, call) };
         self.after_free(&mut arena, freed);
     }
 
@@ -449,6 +455,7 @@ impl<S: Source> NolibcAlloc<S> {
                         v.bytes,
                         v.region,
                         self.tuning.trim_threshold(),
+                        None,
                     )
                 };
             }
@@ -509,24 +516,24 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` was returned by this allocator for `layout` and is live (checked in part).
     #[inline]
-    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout, probe: bool) -> Block {
+    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout, probe: bool, call: Call) -> Block {
         if let Some(class) = self.small_class(layout.size(), layout.align()) {
             return Block::Small(class);
         }
         let header = ptr.as_ptr().wrapping_sub(HEADER_BYTES);
         if fault::CHECKS && probe && !self.os.source.is_mapped(header) {
-            fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
         }
         // SAFETY: non-slot blocks have a header, and its page is mapped.
-        let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr) }) else {
-            self.bad_pointer(ptr)
+        let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr, call) }) else {
+            self.bad_pointer(ptr, call)
         };
         // The owner's header lies in the same region or mapping as the block.
         let Some(owner) = NonNull::new(ptr.as_ptr().with_addr(owner)) else {
-            fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
         };
         if len < pad + layout.size() {
-            fault(Fault::WrongLayout, ptr.as_ptr() as usize);
+            fault_in(call, Fault::WrongLayout, ptr.as_ptr() as usize);
         }
         match kind {
             Owner::Medium => Block::Medium {
@@ -540,7 +547,7 @@ impl<S: Source> NolibcAlloc<S> {
 
     /// # Safety
     /// `ptr` is a live non-slot block (checked in part).
-    unsafe fn free_block(&self, ptr: NonNull<u8>, block: Block) {
+    unsafe fn free_block(&self, ptr: NonNull<u8>, block: Block, call: Call) {
         // SAFETY: the caller vouches for the block; its header was checked.
         unsafe { large::mark_freed(ptr) };
         match block {
@@ -551,7 +558,15 @@ impl<S: Source> NolibcAlloc<S> {
                     // SAFETY: the block came from this region's heap with this length.
                     let release = unsafe {
                         let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
-                        core.dealloc(&self.os, base, len, 16, region, self.tuning.trim_threshold())
+                        core.dealloc(
+                            &self.os,
+                            base,
+                            len,
+                            16,
+                            region,
+                            self.tuning.trim_threshold(),
+                            Some(call),
+                        )
                     };
                     (release, core.idle_after_burst())
                 };
@@ -578,7 +593,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// `ptr` is live and was allocated for `layout`.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>, layout: Layout) -> usize {
         // SAFETY: forwarded.
-        match unsafe { self.locate(ptr, layout, false) } {
+        match unsafe { self.locate(ptr, layout, false, Call::UsableSize) } {
             Block::Small(class) => CLASSES[class].size as usize,
             Block::Medium { len, pad, .. } | Block::Large { len, pad, .. } => len - pad,
         }
@@ -590,14 +605,14 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// `ptr` was returned by this allocator and is live (checked in part).
-    unsafe fn locate_unsized(&self, ptr: NonNull<u8>) -> (Block, usize) {
+    unsafe fn locate_unsized(&self, ptr: NonNull<u8>, call: Call) -> (Block, usize) {
         // Slots start at least 64 bytes into their run, blocks have their
         // header: the 32 bytes in front are readable either way.
         // SAFETY: see above.
         if unsafe { large::has_header(ptr) } {
             // SAFETY: a live header.
-            let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr) }) else {
-                self.bad_pointer(ptr)
+            let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr, call) }) else {
+                self.bad_pointer(ptr, call)
             };
             let owner = ptr.as_ptr().with_addr(owner);
             // SAFETY: owner addresses are never null.
@@ -613,9 +628,9 @@ impl<S: Source> NolibcAlloc<S> {
             return (block, len - pad);
         }
         // SAFETY: not a block with a header, so a slot.
-        match unsafe { small::find_run(ptr, |_| true) } {
+        match unsafe { small::find_run(ptr, |_| true, call) } {
             Some((_, class)) => (Block::Small(class), CLASSES[class].size as usize),
-            None => self.bad_pointer(ptr),
+            None => self.bad_pointer(ptr, call),
         }
     }
 
@@ -625,18 +640,18 @@ impl<S: Source> NolibcAlloc<S> {
     /// that what it reads is mapped.
     #[cold]
     #[inline(never)]
-    fn bad_pointer(&self, ptr: NonNull<u8>) -> ! {
+    fn bad_pointer(&self, ptr: NonNull<u8>, call: Call) -> ! {
         let addr = ptr.as_ptr() as usize;
         let readable = |p: *const u8| self.os.source.is_mapped(p);
         // SAFETY: the header bytes are read only if their page is mapped.
         if readable(ptr.as_ptr().wrapping_sub(HEADER_BYTES)) && unsafe { large::has_header(ptr) } {
-            fault(Fault::WrongLayout, addr);
+            fault_in(call, Fault::WrongLayout, addr);
         }
         // SAFETY: every probed address is checked to be mapped first.
-        if unsafe { small::find_run(ptr, readable) }.is_some() {
-            fault(Fault::WrongLayout, addr);
+        if unsafe { small::find_run(ptr, readable, call) }.is_some() {
+            fault_in(call, Fault::WrongLayout, addr);
         }
-        fault(Fault::InvalidPointer, addr)
+        fault_in(call, Fault::InvalidPointer, addr)
     }
 
     /// Frees a block knowing only its address (C's `free`).
@@ -646,8 +661,8 @@ impl<S: Source> NolibcAlloc<S> {
     pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
         // SAFETY: forwarded.
         unsafe {
-            let (block, _) = self.locate_unsized(ptr);
-            self.dealloc_located(ptr, block);
+            let (block, _) = self.locate_unsized(ptr, Call::CFree);
+            self.dealloc_located(ptr, block, Call::CFree);
         }
     }
 
@@ -658,7 +673,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// `ptr` was returned by this allocator and is live.
     pub unsafe fn usable_size_unsized(&self, ptr: NonNull<u8>) -> usize {
         // SAFETY: forwarded.
-        unsafe { self.locate_unsized(ptr).1 }
+        unsafe { self.locate_unsized(ptr, Call::CUsableSize).1 }
     }
 
     /// Resizes a block knowing only its address (C's `realloc`): keeps
@@ -673,8 +688,8 @@ impl<S: Source> NolibcAlloc<S> {
         }
         // SAFETY: forwarded.
         unsafe {
-            let (block, usable) = self.locate_unsized(ptr);
-            self.realloc_located(ptr, block, usable, align, new_size)
+            let (block, usable) = self.locate_unsized(ptr, Call::CRealloc);
+            self.realloc_located(ptr, block, usable, align, new_size, Call::CRealloc)
         }
     }
 
@@ -691,6 +706,7 @@ impl<S: Source> NolibcAlloc<S> {
         old_size: usize,
         align: usize,
         new_size: usize,
+        call: Call,
     ) -> *mut u8 {
         match block {
             Block::Small(class) => {
@@ -745,7 +761,7 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: both blocks are live and distinct; copy what both hold.
             unsafe {
                 ptr::copy_nonoverlapping(ptr.as_ptr(), new, old_size.min(new_size));
-                self.dealloc_located(ptr, block);
+                self.dealloc_located(ptr, block, call);
             }
         }
         new
@@ -754,12 +770,12 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` is a live block located as `block`.
     #[inline]
-    unsafe fn dealloc_located(&self, ptr: NonNull<u8>, block: Block) {
+    unsafe fn dealloc_located(&self, ptr: NonNull<u8>, block: Block, call: Call) {
         match block {
             // SAFETY: located as a slot of this class.
-            Block::Small(class) => unsafe { self.free_small(ptr, class) },
+            Block::Small(class) => unsafe { self.free_small(ptr, class, call) },
             // SAFETY: located as a block with a header.
-            other => unsafe { self.free_block(ptr, other) },
+            other => unsafe { self.free_block(ptr, other, call) },
         }
     }
 }
@@ -796,8 +812,8 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
         let Some(ptr) = NonNull::new(ptr) else { return };
         // SAFETY: the caller vouches for ptr and layout.
         unsafe {
-            let block = self.locate(ptr, layout, true);
-            self.dealloc_located(ptr, block)
+            let block = self.locate(ptr, layout, true, Call::Dealloc);
+            self.dealloc_located(ptr, block, Call::Dealloc)
         }
     }
 
@@ -807,12 +823,12 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
             return ptr::null_mut();
         }
         let Some(ptr) = NonNull::new(ptr) else {
-            fault(Fault::InvalidPointer, 0);
+            fault_in(Call::Realloc, Fault::InvalidPointer, 0);
         };
         // SAFETY: forwarded from the caller.
         unsafe {
-            let block = self.locate(ptr, layout, false);
-            self.realloc_located(ptr, block, layout.size(), layout.align(), new_size)
+            let block = self.locate(ptr, layout, false, Call::Realloc);
+            self.realloc_located(ptr, block, layout.size(), layout.align(), new_size, Call::Realloc)
         }
     }
 }

@@ -13,7 +13,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
-use crate::fault::{fault, Fault, CHECKS};
+use crate::fault::{fault, fault_in, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
 const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
@@ -217,6 +217,7 @@ impl Arena {
         ptr: NonNull<u8>,
         trim_threshold: usize,
         drained: bool,
+        call: Call,
     ) -> Freed {
         let run = run.as_ptr();
         // SAFETY: `run_of` checked the header; this arena's lock is held.
@@ -225,13 +226,13 @@ impl Arena {
             if CHECKS && !drained {
                 let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
                 if index >= (*run).bump as usize {
-                    fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+                    fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
                 }
             }
             let slot = ptr.as_ptr().cast::<FreeSlot>();
             let marker = slot as usize ^ FREE_MAGIC;
             if CHECKS && !drained && ((*slot).marker == marker || (*slot).marker == remote_marker(run, slot.cast())) {
-                fault(Fault::DoubleFree, ptr.as_ptr() as usize);
+                fault_in(call, Fault::DoubleFree, ptr.as_ptr() as usize);
             }
             (*slot).next = (*run).free;
             (*slot).marker = marker;
@@ -400,13 +401,13 @@ fn remote_marker(run: *mut Run, slot: *mut u8) -> usize {
 /// # Safety
 /// `ptr` is a live slot of `run` (checked by [`run_of`]).
 #[inline]
-pub(crate) unsafe fn mark_remote(run: NonNull<Run>, ptr: NonNull<u8>) {
+pub(crate) unsafe fn mark_remote(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
     let slot = ptr.as_ptr().cast::<FreeSlot>();
     let marker = remote_marker(run.as_ptr(), slot.cast());
     // SAFETY: a live slot is the caller's to write.
     unsafe {
         if CHECKS && ((*slot).marker == marker || (*slot).marker == slot as usize ^ FREE_MAGIC) {
-            fault(Fault::DoubleFree, ptr.as_ptr() as usize);
+            fault_in(call, Fault::DoubleFree, ptr.as_ptr() as usize);
         }
         (*slot).marker = marker;
     }
@@ -465,7 +466,7 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
 /// `ptr` lies in memory the allocator handed out for this class (the
 /// checks catch many violations, not all).
 #[inline]
-pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Run>> {
+pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize, call: Call) -> Option<NonNull<Run>> {
     let info = &CLASSES[class];
     let addr = ptr.as_ptr() as usize;
     let run_addr = addr & !(info.run_bytes as usize - 1);
@@ -478,7 +479,7 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
     }
     let off = addr - run_addr;
     if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
-        fault(Fault::InvalidPointer, addr);
+        fault_in(call, Fault::InvalidPointer, addr);
     }
     // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
     Some(unsafe { NonNull::new_unchecked(run) })
@@ -492,7 +493,11 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
 /// `ptr` lies in a run (the caller has ruled out medium and large blocks),
 /// so every probed address is inside that run and readable — or the caller
 /// checks with `readable` that each probed address can be read.
-pub(crate) unsafe fn find_run(ptr: NonNull<u8>, readable: impl Fn(*const u8) -> bool) -> Option<(NonNull<Run>, usize)> {
+pub(crate) unsafe fn find_run(
+    ptr: NonNull<u8>,
+    readable: impl Fn(*const u8) -> bool,
+    call: Call,
+) -> Option<(NonNull<Run>, usize)> {
     let addr = ptr.as_ptr() as usize;
     for run_bytes in [
         crate::class::RUN_BYTES_SMALL,
@@ -509,7 +514,7 @@ pub(crate) unsafe fn find_run(ptr: NonNull<u8>, readable: impl Fn(*const u8) -> 
         if r.check == run_addr ^ RUN_MAGIC && CLASSES[r.class as usize % CLASS_COUNT].run_bytes as usize == run_bytes {
             let class = r.class as usize;
             // SAFETY: a live run header; re-checked with its class.
-            return unsafe { run_of(ptr, class) }.map(|run| (run, class));
+            return unsafe { run_of(ptr, class, call) }.map(|run| (run, class));
         }
     }
     None
