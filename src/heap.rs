@@ -61,8 +61,9 @@ const ORPHAN: usize = 1;
 /// `owner` of an entry borrowed for a moment by `trim`.
 const BORROWED: usize = 2;
 
-/// One entry of the table, on cache lines of its own.
-#[repr(C, align(128))]
+/// One entry of the table, on cache lines of its own (1 KiB: the table is
+/// indexed by a shift).
+#[repr(C, align(1024))]
 pub(crate) struct Heap {
     /// Identity of the owner; 0 while unclaimed.
     owner: AtomicUsize,

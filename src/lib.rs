@@ -27,6 +27,8 @@ pub mod fake;
 pub mod rt;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_heaps;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
@@ -383,6 +385,17 @@ impl<S: Source> NolibcAlloc<S> {
             self.bad_pointer(ptr, call)
         };
         // SAFETY: `run` was checked.
+        unsafe { self.free_slot(run, ptr, call) }
+    }
+
+    /// Frees a slot of a checked run: into the caller's own heap, onto the
+    /// remote list of the heap that owns the run, or into a locked arena.
+    ///
+    /// # Safety
+    /// `ptr` is a live slot of `run`, checked by `run_of` or `find_run`.
+    #[inline]
+    unsafe fn free_slot(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, call: Call) {
+        // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
         if index < HEAP_COUNT {
             let heap = &self.heaps[index];
@@ -392,7 +405,9 @@ impl<S: Source> NolibcAlloc<S> {
                 unsafe {
                     let arena = heap.arena();
                     let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false, call);
-                    self.after_free(arena, freed);
+                    if !matches!(freed, Freed::Done) {
+                        self.after_free(arena, freed);
+                    }
                 }
             } else {
                 // SAFETY: a live slot of one of the heap's runs.
@@ -400,7 +415,13 @@ impl<S: Source> NolibcAlloc<S> {
             }
             return;
         }
-        let Some(arena) = self.arenas.get(index - HEAP_COUNT) else {
+        self.free_locked(run, ptr, index, call);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_locked(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, index: usize, call: Call) {
+        let Some(arena) = self.arenas.get(index.wrapping_sub(HEAP_COUNT)) else {
             fault_in(call, Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
         };
         let mut arena = arena.lock();
@@ -661,6 +682,13 @@ impl<S: Source> NolibcAlloc<S> {
     pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
         // SAFETY: forwarded.
         unsafe {
+            if !large::has_header(ptr) {
+                // Not a block with a header, so a slot (the common case).
+                match small::find_run(ptr, |_| true, Call::CFree) {
+                    Some((run, _)) => return self.free_slot(run, ptr, Call::CFree),
+                    None => self.bad_pointer(ptr, Call::CFree),
+                }
+            }
             let (block, _) = self.locate_unsized(ptr, Call::CFree);
             self.dealloc_located(ptr, block, Call::CFree);
         }

@@ -112,9 +112,9 @@ impl Arena {
     }
 
     /// Takes a slot of `class` if a run has one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let run = self.classes[class].head;
+        let run = self.classes.get(class)?.head;
         if run.is_null() {
             return None;
         }
@@ -210,7 +210,7 @@ impl Arena {
     ///
     /// # Safety
     /// `run` was checked by [`run_of`] and belongs to this arena.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn free(
         &mut self,
         run: NonNull<Run>,
@@ -513,8 +513,13 @@ pub(crate) unsafe fn find_run(
         let r = unsafe { &*run };
         if r.check == run_addr ^ RUN_MAGIC && CLASSES[r.class as usize % CLASS_COUNT].run_bytes as usize == run_bytes {
             let class = r.class as usize;
-            // SAFETY: a live run header; re-checked with its class.
-            return unsafe { run_of(ptr, class, call) }.map(|run| (run, class));
+            let info = &CLASSES[class];
+            let off = addr - run_addr;
+            if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
+                fault_in(call, Fault::InvalidPointer, addr);
+            }
+            // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
+            return Some((unsafe { NonNull::new_unchecked(run) }, class));
         }
     }
     None
