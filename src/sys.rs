@@ -207,6 +207,19 @@ pub fn fs_base() -> Result<usize, Errno> {
     Ok(base)
 }
 
+/// Sets the `%fs` base of the calling thread (`arch_prctl(ARCH_SET_FS)`).
+///
+/// # Safety
+/// Code that reads thread-local storage through `%fs` (a C library, std)
+/// must not run in this thread until a valid base is set again.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub unsafe fn set_fs_base(base: usize) -> Result<(), Errno> {
+    const ARCH_SET_FS: usize = 0x1002;
+    // SAFETY: changes only this thread's %fs base; the caller's duty above.
+    unsafe { syscall!(Sysno::arch_prctl, ARCH_SET_FS, base).map(drop) }
+}
+
 /// `kill(pid, sig)`.
 #[inline]
 pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
