@@ -410,8 +410,12 @@ impl<S: Source> NolibcAlloc<S> {
                     }
                 }
             } else {
-                // SAFETY: a live slot of one of the heap's runs.
-                unsafe { heap.push_remote(run, ptr, call) };
+                // SAFETY: a live slot of one of the heap's runs (its boundary
+                // checked here: the owner takes it back unchecked).
+                unsafe {
+                    small::check_slot(run, ptr, call);
+                    heap.push_remote(run, ptr, call);
+                }
             }
             return;
         }
@@ -516,6 +520,22 @@ impl<S: Source> NolibcAlloc<S> {
                 ptr::write_bytes(user.as_ptr(), 0, size);
             }
             user.as_ptr()
+        }
+    }
+
+    /// `size` bytes aligned to 16 (C's `malloc`): the smallest classes by a
+    /// shift, everything else through [`GlobalAlloc::alloc`]. Null when out
+    /// of memory or too large.
+    #[inline]
+    pub fn alloc_aligned16(&self, size: usize) -> *mut u8 {
+        if size <= 1024 && size < self.tuning.mmap_threshold() {
+            // The 16-byte classes: size 0 counts as 1.
+            return self.alloc_small(size.saturating_sub(1) >> 4);
+        }
+        match Layout::from_size_align(size, 16) {
+            // SAFETY: a non-zero size (above 1024).
+            Ok(layout) => unsafe { self.alloc(layout) },
+            Err(_) => ptr::null_mut(),
         }
     }
 
@@ -650,7 +670,11 @@ impl<S: Source> NolibcAlloc<S> {
         }
         // SAFETY: not a block with a header, so a slot.
         match unsafe { small::find_run(ptr, |_| true, call) } {
-            Some((_, class)) => (Block::Small(class), CLASSES[class].size as usize),
+            Some((run, class)) => {
+                // SAFETY: a live run.
+                unsafe { small::check_slot(run, ptr, call) };
+                (Block::Small(class), CLASSES[class].size as usize)
+            }
             None => self.bad_pointer(ptr, call),
         }
     }
@@ -668,8 +692,11 @@ impl<S: Source> NolibcAlloc<S> {
         if readable(ptr.as_ptr().wrapping_sub(HEADER_BYTES)) && unsafe { large::has_header(ptr) } {
             fault_in(call, Fault::WrongLayout, addr);
         }
-        // SAFETY: every probed address is checked to be mapped first.
-        if unsafe { small::find_run(ptr, readable, call) }.is_some() {
+        // SAFETY: every probed address is checked to be mapped first; a run
+        // found is live.
+        if let Some((run, _)) = unsafe { small::find_run(ptr, readable, call) } {
+            // SAFETY: as above.
+            unsafe { small::check_slot(run, ptr, call) };
             fault_in(call, Fault::WrongLayout, addr);
         }
         fault_in(call, Fault::InvalidPointer, addr)

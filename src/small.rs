@@ -23,10 +23,17 @@ const FREE_MAGIC: usize = 0x6672_6565_736c_6f74u64 as usize; // "freeslot"
 /// marker (the owner recovers the run from it).
 const REMOTE_MAGIC: usize = 0x7265_6d6f_7465_6672u64 as usize; // "remotefr"
 
+/// The check word of a live run at `run_addr` of `run_bytes` (the size is
+/// in it, so that probing by address alone tells the run sizes apart).
+#[inline(always)]
+fn run_check(run_addr: usize, run_bytes: usize) -> usize {
+    run_addr ^ RUN_MAGIC ^ run_bytes
+}
+
 /// Header at the start of every run.
 #[repr(C)]
 pub(crate) struct Run {
-    /// `address of this run ^ RUN_MAGIC` while the run is live, 0 after.
+    /// [`run_check`] of the run's address and size while the run is live, 0 after.
     check: usize,
     /// Index of the arena whose lock guards this run.
     pub(crate) arena: usize,
@@ -140,7 +147,7 @@ impl Arena {
         // header; nobody else sees it yet.
         unsafe {
             run.write(Run {
-                check: run as usize ^ RUN_MAGIC,
+                check: run_check(run as usize, info.run_bytes as usize),
                 arena: arena_index,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -224,8 +231,12 @@ impl Arena {
         unsafe {
             let info = &CLASSES[(*run).class as usize];
             if CHECKS && !drained {
-                let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
-                if index >= (*run).bump as usize {
+                let off = ptr.as_ptr() as usize - run as usize;
+                let slot0 = info.slot0 as usize;
+                if off < slot0 || {
+                    let (index, on_boundary) = info.slot_of(off - slot0);
+                    !on_boundary || index >= (*run).bump as usize
+                } {
                     fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
                 }
             }
@@ -240,6 +251,24 @@ impl Arena {
             (*run).live -= 1;
             let in_use = self.in_use_bytes.load(Relaxed) - info.size as usize;
             self.in_use_bytes.store(in_use, Relaxed);
+            if (*run).listed && (*run).live > 0 {
+                return Freed::Done;
+            }
+            self.free_tail(run, in_use, trim_threshold)
+        }
+    }
+
+    /// The rare end of a free: the run was full (list it again) or is empty
+    /// now (keep it cached, give it back, or end a burst).
+    ///
+    /// # Safety
+    /// `run` is a live run of this arena, whose slot was just freed.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_tail(&mut self, run: *mut Run, in_use: usize, trim_threshold: usize) -> Freed {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let info = &CLASSES[(*run).class as usize];
             if !(*run).listed {
                 self.push(run);
             }
@@ -335,7 +364,10 @@ impl Arena {
                 // SAFETY: listed runs are live.
                 unsafe {
                     let r = &*run;
-                    check(r.check == run as usize ^ RUN_MAGIC, "run check word");
+                    check(
+                        r.check == run_check(run as usize, info.run_bytes as usize),
+                        "run check word",
+                    );
                     check(r.class as usize == class, "run in the list of its class");
                     check(r.prev == prev, "run list back link");
                     check(r.listed && r.live < info.slots, "listed iff a slot is free");
@@ -422,13 +454,21 @@ pub(crate) unsafe fn run_of_remote(slot: *mut u8) -> NonNull<Run> {
     // SAFETY: a slot on a remote list holds its marker in the second word.
     let marker = unsafe { (*slot.cast::<FreeSlot>()).marker };
     let run = slot.with_addr(marker ^ slot as usize ^ REMOTE_MAGIC).cast::<Run>();
+    let Some(run) = NonNull::new(run) else {
+        fault(Fault::Corrupt("remote slot marker"), slot as usize);
+    };
     // SAFETY: the marker names the run holding the slot, below it in the same
-    // allocation; the check word tells whether that is still so.
-    if run.is_null() || unsafe { (*run).check } != run as usize ^ RUN_MAGIC {
+    // allocation; the check word tells whether that is still so (the class
+    // byte is read only to find the run size to check it with).
+    let ok = unsafe {
+        let r = run.as_ptr();
+        let bytes = CLASSES.get((*r).class as usize).map_or(0, |i| i.run_bytes as usize);
+        (*r).check == run_check(r as usize, bytes)
+    };
+    if !ok {
         fault(Fault::Corrupt("remote slot marker"), slot as usize);
     }
-    // SAFETY: checked non-null above.
-    unsafe { NonNull::new_unchecked(run) }
+    run
 }
 
 /// Checks the slots of a remote list: each marked, in a live run of arena
@@ -474,15 +514,27 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize, call: Call) -> Optio
     // SAFETY: a slot of this class lies in a run whose header starts at the
     // run-aligned address below it, inside the same allocation.
     let r = unsafe { &*run };
-    if CHECKS && (r.check != run_addr ^ RUN_MAGIC || r.class as usize != class) {
+    if CHECKS && (r.check != run_check(run_addr, info.run_bytes as usize) || r.class as usize != class) {
         return None;
     }
-    let off = addr - run_addr;
-    if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
-        fault_in(call, Fault::InvalidPointer, addr);
-    }
-    // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
+    let _ = call; // the slot itself is checked where it is freed (`Arena::free`, `check_slot`)
+                  // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
     Some(unsafe { NonNull::new_unchecked(run) })
+}
+
+/// Stops the process unless `ptr` is on a slot boundary of `run`, past the
+/// header (what `Arena::free` checks too, for the paths that do not reach it).
+///
+/// # Safety
+/// `run` is a live run (checked by [`run_of`] or [`find_run`]).
+#[inline]
+pub(crate) unsafe fn check_slot(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
+    // SAFETY: a checked live run.
+    let info = unsafe { &CLASSES[(*run.as_ptr()).class as usize] };
+    let off = ptr.as_ptr() as usize - run.as_ptr() as usize;
+    if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
+        fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
+    }
 }
 
 /// Finds the run holding the slot at `ptr` from the address alone (for
@@ -511,15 +563,10 @@ pub(crate) unsafe fn find_run(
         }
         // SAFETY: the run holding `ptr` starts at or below `run_addr`.
         let r = unsafe { &*run };
-        if r.check == run_addr ^ RUN_MAGIC && CLASSES[r.class as usize % CLASS_COUNT].run_bytes as usize == run_bytes {
-            let class = r.class as usize;
-            let info = &CLASSES[class];
-            let off = addr - run_addr;
-            if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
-                fault_in(call, Fault::InvalidPointer, addr);
-            }
-            // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
-            return Some((unsafe { NonNull::new_unchecked(run) }, class));
+        if r.check == run_check(run_addr, run_bytes) && (r.class as usize) < CLASS_COUNT {
+            let _ = call; // the slot is checked where it is freed
+                          // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
+            return Some((unsafe { NonNull::new_unchecked(run) }, r.class as usize));
         }
     }
     None
