@@ -88,6 +88,13 @@ pub(crate) fn stack_pointer() -> usize {
     ptr::addr_of!(marker) as usize
 }
 
+/// Whether the caller's stack pointer lies in the window below `top`.
+/// Under Miri locals have no stack addresses to compare: always.
+#[inline(always)]
+fn in_window(top: usize) -> bool {
+    cfg!(miri) || top.wrapping_sub(stack_pointer()) < STACK_WINDOW_BYTES
+}
+
 /// The entry a thread's identity probes first.
 #[inline(always)]
 pub(crate) fn home(id: usize) -> usize {
@@ -120,7 +127,7 @@ impl Heap {
     /// Whether `id` owns this heap and the caller runs where the owner does.
     #[inline(always)]
     pub(crate) fn is_mine(&self, id: usize) -> bool {
-        self.owner.load(Relaxed) == id && self.stack.load(Relaxed).wrapping_sub(stack_pointer()) < STACK_WINDOW_BYTES
+        self.owner.load(Relaxed) == id && in_window(self.stack.load(Relaxed))
     }
 
     /// The owner's arena.
