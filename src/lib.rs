@@ -8,6 +8,9 @@ extern crate std;
 pub mod class;
 mod config;
 pub mod fault;
+pub mod fork;
+pub mod heap;
+pub mod identity;
 mod large;
 mod lock;
 mod medium;
@@ -24,6 +27,8 @@ pub mod fake;
 pub mod rt;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_heaps;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
@@ -35,12 +40,14 @@ pub use stats::{Stats, SyscallCounts};
 
 use class::{class_for, CLASSES};
 use fault::{fault, fault_in, Call, Fault};
+use heap::{Heap, HEAP_COUNT};
 use large::{Owner, HEADER_BYTES};
-use lock::{Guard, Mutex, Solo};
+use lock::{Guard, Mutex};
 use medium::{Core, Region, Release, Victim, PURGE_BATCH};
 use small::{Arena, Freed};
 
-/// Number of arenas of the small tier (each with its own lock).
+/// Number of locked arenas of the small tier (each with its own lock), for
+/// threads without a heap of their own.
 pub const ARENA_COUNT: usize = 4;
 
 /// The largest the adaptive mmap threshold grows (glibc's 64-bit cap).
@@ -50,22 +57,15 @@ pub const MAX_MMAP_THRESHOLD_BYTES: usize = 32 << 20;
 pub struct NolibcAlloc<S: Source = Linux> {
     os: os::Os<S>,
     core: Mutex<Core>,
+    /// The thread heaps (see [`heap`]); a run's arena index below
+    /// `HEAP_COUNT` names one.
+    heaps: [Heap; HEAP_COUNT],
+    /// The locked arenas; a run's arena index `HEAP_COUNT + i` names `arenas[i]`.
     arenas: [Mutex<Arena>; ARENA_COUNT],
     tuning: config::Tuning,
     /// The mmap threshold once raised (0 until then): raised when
     /// large blocks are freed (unless the threshold was set explicitly).
     threshold: AtomicUsize,
-    /// Lets the main thread skip the arena lock while it is alone.
-    solo: Solo,
-    /// The thread pointer of the thread that claimed each arena (0: none).
-    /// Only steers which arena a thread locks; never stands for a lock.
-    owners: [AtomicUsize; ARENA_COUNT],
-}
-
-/// An arena index from a thread's identity (scrambled, top bits).
-#[inline]
-fn hash_to_arena(x: usize) -> usize {
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2)) % ARENA_COUNT
 }
 
 impl NolibcAlloc<Linux> {
@@ -107,10 +107,9 @@ impl<S: Source> NolibcAlloc<S> {
         NolibcAlloc {
             os: os::Os::new(source),
             core: Mutex::new(Core::new(config.brk_enabled())),
+            heaps: [const { Heap::new() }; HEAP_COUNT],
             arenas: [const { Mutex::new(Arena::new()) }; ARENA_COUNT],
             threshold: AtomicUsize::new(0),
-            solo: Solo::new(),
-            owners: [const { AtomicUsize::new(0) }; ARENA_COUNT],
             tuning: config::Tuning::new(config),
         }
     }
@@ -125,34 +124,17 @@ impl<S: Source> NolibcAlloc<S> {
         &self.os.source
     }
 
-    /// Enters for a slow public operation that locks every arena: the main
-    /// thread in solo mode locks them too (harmless), another thread switches
-    /// the process to locking first.
-    fn enter_locked(&self) -> bool {
-        self.solo.enter(&self.os.source)
-    }
-
-    fn leave_locked(&self, solo: bool) {
-        if solo {
-            self.solo.leave();
-        }
-    }
-
-    /// Whether the main thread is still alone and skips the arena lock.
-    pub fn is_solo(&self) -> bool {
-        self.solo.is_solo()
-    }
-
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let solo = self.enter_locked();
         let (mut in_use, mut peak) = (0, 0);
-        for arena in &self.arenas {
-            let a = arena.lock();
-            in_use += a.in_use_bytes;
-            peak += a.peak_in_use_bytes;
-        }
-        self.leave_locked(solo);
+        let mut add = |a: *const Arena| {
+            // SAFETY: the counters are atomics, readable from any thread.
+            let a = unsafe { &*a };
+            in_use += a.in_use_bytes.load(Relaxed);
+            peak += a.peak_in_use_bytes.load(Relaxed);
+        };
+        self.heaps.iter().for_each(|h| add(h.arena_shared()));
+        self.arenas.iter().for_each(|m| add(m.data_ptr()));
         self.os.counters.snapshot(in_use, peak)
     }
 
@@ -162,16 +144,48 @@ impl<S: Source> NolibcAlloc<S> {
     }
 
     /// Gives every empty run and every empty region back to the kernel;
-    /// returns the bytes released.
+    /// returns the bytes released. The calling thread's heap, the heaps no
+    /// thread owns and the locked arenas give their empty runs back; the
+    /// heaps of other live threads keep theirs (only their owner touches them).
     pub fn trim(&self) -> usize {
-        let solo = self.enter_locked();
         let mut released = 0;
-        for index in 0..ARENA_COUNT {
-            released += self.drain_arena(index);
+        if let Some(index) = self.own_heap() {
+            // SAFETY: the caller owns this heap.
+            released += unsafe { self.tidy_heap(index) };
         }
-        released += self.give_back_all();
-        self.leave_locked(solo);
-        released
+        for index in 0..HEAP_COUNT {
+            if self.heaps[index].borrow_free() {
+                // SAFETY: borrowed: nobody else may touch it until handed back.
+                released += unsafe { self.tidy_heap(index) };
+                self.heaps[index].release();
+            }
+        }
+        for arena in &self.arenas {
+            released += self.drain_empty(&mut arena.lock());
+        }
+        released + self.give_back_all()
+    }
+
+    /// Drains the remote list of heap `index` and gives its empty runs to
+    /// the core; returns the bytes.
+    ///
+    /// # Safety
+    /// The caller owns the heap.
+    unsafe fn tidy_heap(&self, index: usize) -> usize {
+        let heap = &self.heaps[index];
+        // SAFETY: the caller owns the heap.
+        let arena = unsafe { heap.arena() };
+        self.drain_remote(heap, arena);
+        self.drain_empty(arena)
+    }
+
+    /// The calling thread's heap, if it owns one.
+    fn own_heap(&self) -> Option<usize> {
+        let id = self.os.source.thread_identity();
+        if id == 0 {
+            return None;
+        }
+        heap::find_own(&self.heaps, id)
     }
 
     /// Gives every dirty run and every empty region back to the kernel;
@@ -197,43 +211,77 @@ impl<S: Source> NolibcAlloc<S> {
         released
     }
 
-    /// Gives every cached empty run of an arena to the core; returns the bytes.
-    fn drain_arena(&self, index: usize) -> usize {
+    /// Gives every cached empty run of an arena (owned or locked by the
+    /// caller) to the core; returns the bytes.
+    fn drain_empty(&self, arena: &mut Arena) -> usize {
         let mut released = 0;
-        let mut runs = [(NonNull::<u8>::dangling(), 0usize, ptr::null_mut::<u8>()); 16];
-        loop {
-            let mut n = 0;
-            self.arenas[index].lock().drain_empty(|mem, bytes, region| {
-                if n < runs.len() {
-                    runs[n] = (mem, bytes, region);
-                    n += 1;
-                    true
-                } else {
-                    false
-                }
-            });
-            for &(mem, bytes, region) in &runs[..n] {
-                released += bytes;
-                // SAFETY: the run was unlinked from its arena and is ours alone.
-                unsafe { self.release_run(mem, bytes, region, self.tuning.trim_threshold()) };
-            }
-            if n < runs.len() {
-                return released;
+        arena.drain_empty(|mem, bytes, region| {
+            released += bytes;
+            // SAFETY: the run is unlinked from its arena and ours alone.
+            unsafe { self.release_run(mem, bytes, region, self.tuning.trim_threshold()) };
+        });
+        released
+    }
+
+    /// Frees, in the owner's arena, every slot other threads freed.
+    fn drain_remote(&self, heap: &Heap, arena: &mut Arena) {
+        let mut slot = heap.take_remote();
+        while !slot.is_null() {
+            // SAFETY: slots on the remote list are live slots of this heap's
+            // runs, linked through their first word; the caller owns the heap.
+            unsafe {
+                let next = *slot.cast::<*mut u8>();
+                let run = small::run_of_remote(slot);
+                let freed = arena.free(
+                    run,
+                    NonNull::new_unchecked(slot),
+                    self.tuning.trim_threshold(),
+                    true,
+                    Call::Dealloc,
+                );
+                self.after_free(arena, freed);
+                slot = next;
             }
         }
     }
 
-    /// Checks every invariant of every tier (arenas, runs, regions); stops
-    /// the process on a violation. Returns the bytes in use in the small tier.
-    /// Slow: for tests and fuzzing.
+    /// What a free left to do: a run to give back, or a burst's end.
+    #[inline]
+    fn after_free(&self, arena: &mut Arena, freed: Freed) {
+        match freed {
+            Freed::Done => {}
+            // SAFETY: the run was unlinked and is ours alone.
+            Freed::ReleaseRun(mem, bytes, region) => unsafe {
+                self.release_run(mem, bytes, region, self.tuning.trim_threshold())
+            },
+            Freed::Idle => self.idle(arena),
+        }
+    }
+
+    #[cold]
+    fn idle(&self, arena: &mut Arena) {
+        self.drain_empty(arena);
+        if self.core.lock().live_bytes() == 0 {
+            self.give_back_all();
+        }
+    }
+
+    /// Checks every invariant of every tier (heaps, arenas, runs, regions);
+    /// stops the process on a violation. Returns the bytes in use in the
+    /// small tier. Slow: for tests and fuzzing; no other thread may be in
+    /// the allocator meanwhile.
     pub fn validate(&self) -> usize {
-        let solo = self.enter_locked();
         let mut small = 0;
+        for (index, heap) in self.heaps.iter().enumerate() {
+            // SAFETY: no other thread is in the allocator (documented duty).
+            small += unsafe { (*heap.arena_shared()).validate() };
+            // SAFETY: as above; the list is this heap's.
+            unsafe { small::validate_remote(heap.remote_list(), index) };
+        }
         for arena in &self.arenas {
             small += arena.lock().validate();
         }
         self.core.lock().validate();
-        self.leave_locked(solo);
         small
     }
 
@@ -242,28 +290,17 @@ impl<S: Source> NolibcAlloc<S> {
         self.core.lock().region_count()
     }
 
-    /// Locks an arena for the calling thread. Where the thread has an
-    /// identity (a C library's thread pointer), the thread claims an arena
-    /// of its own the first time and keeps it: two threads then never share
-    /// one while there are arenas left. Otherwise (no C library, or all
-    /// arenas claimed) the arena the caller's stack address suggests is
-    /// tried, then the first free one after it.
-    #[inline]
+    /// Number of thread heaps claimed (for tests).
+    pub fn heaps_claimed(&self) -> usize {
+        self.heaps.iter().filter(|h| !h.is_free()).count()
+    }
+
+    /// Locks a locked arena for the calling thread (one without a heap):
+    /// the one its stack address suggests, else the first free one after it.
+    #[cold]
     fn lock_arena(&self) -> (usize, Guard<'_, Arena>) {
-        let tp = lock::thread_pointer();
-        if tp != 0 {
-            let hint = hash_to_arena(tp >> 12);
-            for i in 0..ARENA_COUNT {
-                let index = (hint + i) % ARENA_COUNT;
-                let owner = self.owners[index].load(Relaxed);
-                if owner == tp || (owner == 0 && self.owners[index].compare_exchange(0, tp, Relaxed, Relaxed).is_ok()) {
-                    return (index, self.arenas[index].lock());
-                }
-            }
-        }
-        let marker = 0u8;
-        let sp = ptr::addr_of!(marker) as usize;
-        let hint = hash_to_arena(sp >> 16);
+        let hint = (heap::stack_pointer() >> 16).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2);
+        let hint = hint % ARENA_COUNT;
         for i in 0..ARENA_COUNT {
             let index = (hint + i) % ARENA_COUNT;
             if let Some(guard) = self.arenas[index].try_lock() {
@@ -275,20 +312,46 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[inline]
     fn alloc_small(&self, class: usize) -> *mut u8 {
-        if self.solo.enter(&self.os.source) {
-            // SAFETY: solo mode: no other thread is in the allocator.
-            let arena = unsafe { self.arenas[0].get_unchecked() };
-            let p = match arena.alloc(class) {
-                Some(p) => p.as_ptr(),
-                None => self.alloc_from_new_run(arena, 0, class),
-            };
-            self.solo.leave();
-            return p;
+        let id = self.os.source.thread_identity();
+        if id != 0 {
+            let heap = &self.heaps[heap::home(id)];
+            if heap.is_mine(id) {
+                // SAFETY: the calling thread owns the heap.
+                if let Some(p) = unsafe { heap.arena() }.alloc(class) {
+                    return p.as_ptr();
+                }
+            }
+            return self.alloc_small_slow(id, class);
         }
+        self.alloc_locked(class)
+    }
+
+    /// A slot for a thread with an identity, the fast path having failed:
+    /// its heap found (or claimed), slots freed by other threads taken back,
+    /// a new run if the class has none.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_slow(&self, id: usize, class: usize) -> *mut u8 {
+        let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
+            return self.alloc_locked(class);
+        };
+        let heap = &self.heaps[index];
+        // SAFETY: `find` returned a heap the calling thread owns.
+        let arena = unsafe { heap.arena() };
+        self.drain_remote(heap, arena);
+        match arena.alloc(class) {
+            Some(p) => p.as_ptr(),
+            None => self.alloc_from_new_run(arena, index, class),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_locked(&self, class: usize) -> *mut u8 {
         let (index, mut arena) = self.lock_arena();
         match arena.alloc(class) {
             Some(p) => p.as_ptr(),
-            None => self.alloc_from_new_run(&mut arena, index, class),
+            None => self.alloc_from_new_run(&mut arena, HEAP_COUNT + index, class),
         }
     }
 
@@ -322,32 +385,53 @@ impl<S: Source> NolibcAlloc<S> {
             self.bad_pointer(ptr, call)
         };
         // SAFETY: `run` was checked.
+        unsafe { self.free_slot(run, ptr, call) }
+    }
+
+    /// Frees a slot of a checked run: into the caller's own heap, onto the
+    /// remote list of the heap that owns the run, or into a locked arena.
+    ///
+    /// # Safety
+    /// `ptr` is a live slot of `run`, checked by `run_of` or `find_run`.
+    #[inline]
+    unsafe fn free_slot(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, call: Call) {
+        // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
-        if index >= ARENA_COUNT {
-            fault_in(call, Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
-        }
-        let trim = self.tuning.trim_threshold();
-        let freed = if self.solo.enter(&self.os.source) {
-            // SAFETY: solo mode: no other thread is in the allocator; the run
-            // belongs to that arena.
-            let freed = unsafe { self.arenas[index].get_unchecked().free(run, ptr, trim, call) };
-            self.solo.leave();
-            freed
-        } else {
-            // SAFETY: the run belongs to that arena.
-            unsafe { self.arenas[index].lock().free(run, ptr, trim, call) }
-        };
-        match freed {
-            Freed::Done => {}
-            // SAFETY: the run was unlinked and is ours alone.
-            Freed::ReleaseRun(mem, bytes, region) => unsafe { self.release_run(mem, bytes, region, trim) },
-            Freed::Idle => {
-                self.drain_arena(index);
-                if self.core.lock().live_bytes() == 0 {
-                    self.give_back_all();
+        if index < HEAP_COUNT {
+            let heap = &self.heaps[index];
+            let id = self.os.source.thread_identity();
+            if id != 0 && heap.is_mine(id) {
+                // SAFETY: the calling thread owns the heap and the run is one of its.
+                unsafe {
+                    let arena = heap.arena();
+                    let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false, call);
+                    if !matches!(freed, Freed::Done) {
+                        self.after_free(arena, freed);
+                    }
+                }
+            } else {
+                // SAFETY: a live slot of one of the heap's runs (its boundary
+                // checked here: the owner takes it back unchecked).
+                unsafe {
+                    small::check_slot(run, ptr, call);
+                    heap.push_remote(run, ptr, call);
                 }
             }
+            return;
         }
+        self.free_locked(run, ptr, index, call);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_locked(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, index: usize, call: Call) {
+        let Some(arena) = self.arenas.get(index.wrapping_sub(HEAP_COUNT)) else {
+            fault_in(call, Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
+        };
+        let mut arena = arena.lock();
+        // SAFETY: the run belongs to that arena, whose lock is held.
+        let freed = unsafe { arena.free(run, ptr, self.tuning.trim_threshold(), false, call) };
+        self.after_free(&mut arena, freed);
     }
 
     /// Gives an empty run back to the core, which keeps it dirty for reuse
@@ -436,6 +520,22 @@ impl<S: Source> NolibcAlloc<S> {
                 ptr::write_bytes(user.as_ptr(), 0, size);
             }
             user.as_ptr()
+        }
+    }
+
+    /// `size` bytes aligned to 16 (C's `malloc`): the smallest classes by a
+    /// shift, everything else through [`GlobalAlloc::alloc`]. Null when out
+    /// of memory or too large.
+    #[inline]
+    pub fn alloc_aligned16(&self, size: usize) -> *mut u8 {
+        if size <= 1024 && size < self.tuning.mmap_threshold() {
+            // The 16-byte classes: size 0 counts as 1.
+            return self.alloc_small(size.saturating_sub(1) >> 4);
+        }
+        match Layout::from_size_align(size, 16) {
+            // SAFETY: a non-zero size (above 1024).
+            Ok(layout) => unsafe { self.alloc(layout) },
+            Err(_) => ptr::null_mut(),
         }
     }
 
@@ -570,7 +670,11 @@ impl<S: Source> NolibcAlloc<S> {
         }
         // SAFETY: not a block with a header, so a slot.
         match unsafe { small::find_run(ptr, |_| true, call) } {
-            Some((_, class)) => (Block::Small(class), CLASSES[class].size as usize),
+            Some((run, class)) => {
+                // SAFETY: a live run.
+                unsafe { small::check_slot(run, ptr, call) };
+                (Block::Small(class), CLASSES[class].size as usize)
+            }
             None => self.bad_pointer(ptr, call),
         }
     }
@@ -588,8 +692,11 @@ impl<S: Source> NolibcAlloc<S> {
         if readable(ptr.as_ptr().wrapping_sub(HEADER_BYTES)) && unsafe { large::has_header(ptr) } {
             fault_in(call, Fault::WrongLayout, addr);
         }
-        // SAFETY: every probed address is checked to be mapped first.
-        if unsafe { small::find_run(ptr, readable, call) }.is_some() {
+        // SAFETY: every probed address is checked to be mapped first; a run
+        // found is live.
+        if let Some((run, _)) = unsafe { small::find_run(ptr, readable, call) } {
+            // SAFETY: as above.
+            unsafe { small::check_slot(run, ptr, call) };
             fault_in(call, Fault::WrongLayout, addr);
         }
         fault_in(call, Fault::InvalidPointer, addr)
@@ -602,6 +709,13 @@ impl<S: Source> NolibcAlloc<S> {
     pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
         // SAFETY: forwarded.
         unsafe {
+            if !large::has_header(ptr) {
+                // Not a block with a header, so a slot (the common case).
+                match small::find_run(ptr, |_| true, Call::CFree) {
+                    Some((run, _)) => return self.free_slot(run, ptr, Call::CFree),
+                    None => self.bad_pointer(ptr, Call::CFree),
+                }
+            }
             let (block, _) = self.locate_unsized(ptr, Call::CFree);
             self.dealloc_located(ptr, block, Call::CFree);
         }

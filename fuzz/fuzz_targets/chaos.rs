@@ -115,6 +115,14 @@ enum Action {
         mib: u8,
     },
     Trim,
+    /// Later calls come from thread `t % 4` (0: a thread without identity,
+    /// which uses the locked arenas; 1-3: threads with a heap each), so a
+    /// free of another thread's block goes onto its owner's remote list.
+    SwitchThread {
+        t: u8,
+    },
+    /// The current thread ends: its heap goes back to the table.
+    ThreadExit,
 }
 
 /// A live block of the model.
@@ -140,6 +148,8 @@ struct Watched {
     map_refusals: Cell<usize>,
     /// Live mappings handed out: start -> length.
     maps: RefCell<BTreeMap<usize, usize>>,
+    /// The identity of the thread the calls come from (0: none).
+    identity: Cell<usize>,
 }
 
 #[cfg(sanitize = "address")]
@@ -294,6 +304,14 @@ impl Watched {
 // bookkeeping here uses the process's own allocator, not the one under test.
 unsafe impl Source for Watched {
     const HAS_BRK: bool = <FakeSource as Source>::HAS_BRK;
+
+    fn thread_identity(&self) -> usize {
+        self.identity.get()
+    }
+
+    fn thread_id(&self) -> u32 {
+        (self.identity.get() >> 12) as u32
+    }
 
     fn page_size(&self) -> usize {
         self.fake.page_size()
@@ -672,6 +690,8 @@ impl Model<'_> {
             Action::Trim => {
                 self.alloc.trim();
             }
+            Action::SwitchThread { t } => self.source().identity.set((t as usize % 4) << 12),
+            Action::ThreadExit => self.alloc.thread_exit(),
         }
     }
 
@@ -738,6 +758,7 @@ fuzz_target!(|input: Input| {
         base: base.as_ptr() as usize,
         map_refusals: Cell::new(0),
         maps: RefCell::new(BTreeMap::new()),
+        identity: Cell::new(0),
     };
     let alloc = NolibcAlloc::with_source(source, config);
     let mut model = Model {
@@ -758,6 +779,14 @@ fuzz_target!(|input: Input| {
         let b = model.retire(last, model.live[last].usable, "final free");
         // SAFETY: a live block.
         unsafe { alloc.free_unsized(NonNull::new(b.ptr).unwrap()) };
+    }
+    model.check();
+    // Blocks freed by another "thread" than their heap's owner wait on the
+    // owner's remote list until the owner takes them back: each takes its
+    // own back with `trim` (which also drains the heaps nobody owns).
+    for t in [1usize, 2, 3, 0] {
+        alloc.source().identity.set(t << 12);
+        alloc.trim();
     }
     model.check();
     assert_eq!(
