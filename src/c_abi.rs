@@ -133,6 +133,56 @@ mod errno {
     }
 }
 
+/// The fork handlers of a process with a C library: registered with the C
+/// library's `pthread_atfork` by a constructor in `.init_array`, so they are
+/// in place before `main` (and before any other constructor of a program
+/// that links the static library, which runs after the shared libraries').
+#[cfg(not(target_env = ""))]
+mod atfork {
+    use core::ffi::c_int;
+
+    type Handler = Option<unsafe extern "C" fn()>;
+
+    extern "C" {
+        /// POSIX: `prepare` runs before `fork` in the forking thread (in the
+        /// reverse order of registration), `parent` and `child` after it (in
+        /// the order of registration). glibc and musl both have it.
+        fn pthread_atfork(prepare: Handler, parent: Handler, child: Handler) -> c_int;
+    }
+
+    unsafe extern "C" fn prepare() {
+        crate::fork::prepare();
+    }
+
+    unsafe extern "C" fn parent() {
+        crate::fork::parent();
+    }
+
+    unsafe extern "C" fn child() {
+        crate::fork::child();
+    }
+
+    /// Registers [`super::ALLOC`] for the process-wide hooks and the hooks
+    /// with the C library. Allocates nothing itself; musl's
+    /// `pthread_atfork` calls `malloc` for its list node, which is ours and
+    /// needs no set-up.
+    extern "C" fn register() {
+        super::ALLOC.register();
+        // SAFETY: three functions that live as long as the process. It fails
+        // only when the C library is out of memory for its list: the
+        // process then forks without them, as it would without this call.
+        let _ = unsafe { pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    }
+
+    /// The constructor. In the object file that defines `malloc`, so a
+    /// program that links the static library (and so that object, for
+    /// `malloc`) keeps it: the linker scripts keep every `.init_array`
+    /// input section of the objects they link.
+    #[used]
+    #[link_section = ".init_array"]
+    static REGISTER: extern "C" fn() = register;
+}
+
 #[cfg(target_env = "")]
 mod errno {
     use core::ffi::c_int;
