@@ -240,3 +240,20 @@ pub fn membarrier(cmd: usize) -> Result<usize, Errno> {
     // SAFETY: touches no memory of ours.
     unsafe { syscall!(Sysno::membarrier, cmd, 0, 0) }
 }
+
+/// `fork()` as the kernel has it (aarch64 and riscv64 have no `fork`
+/// call): `clone(SIGCHLD, 0, 0, 0, 0)`, a copy of the process with one
+/// thread, the caller. Returns the child's pid in the parent, 0 in the child.
+///
+/// # Safety
+/// The child inherits every lock as the other threads held it at the
+/// instant of the call: around it, call the allocator's fork hooks
+/// ([`crate::fork`]), and in the child touch nothing else that another
+/// thread may have held (a C library's or std's locks included).
+#[inline]
+pub unsafe fn fork() -> Result<i32, Errno> {
+    const SIGCHLD: usize = 17;
+    // SAFETY: no new stack, no shared memory, no pointers: the child returns
+    // here on a copy of the caller's stack; the caller handles the rest.
+    unsafe { syscall!(Sysno::clone, SIGCHLD, 0, 0, 0, 0).map(|pid| pid as i32) }
+}
