@@ -89,12 +89,28 @@
 //! to the kernel. `tests/c_abi.rs` recomputes these figures from the class
 //! table.
 //!
+//! # fork
+//!
+//! Where a C library shares the process, a constructor in `.init_array`
+//! (of the shared library, of the static library's object that defines
+//! `malloc`, and of a Rust program that enables the feature) records
+//! [`ALLOC`] with [`NolibcAlloc::register`] and registers the process-wide
+//! hooks [`crate::fork::prepare`], [`crate::fork::parent`] and
+//! [`crate::fork::child`] with `pthread_atfork`, before `main` and before
+//! any `fork`. The child of a multi-threaded program can then `malloc` and
+//! `free` (any block, whichever thread allocated it), as under glibc. The
+//! constructor allocates nothing itself (musl's `pthread_atfork` allocates
+//! its list node with our `malloc`, which needs no set-up). Tested with
+//! glibc (shared library preloaded, static library linked) and musl
+//! (static) by `tests/c/forkstress.c`.
+//!
+//! Without a C library (`target_env` empty: `gcc -nostdlib` with the `rt`
+//! runtime) there is no `pthread_atfork`: the program forks through
+//! `rt::fork`, which calls the hooks, or calls them itself around its own
+//! `fork` (see [`crate::fork`] for the contract).
+//!
 //! # Limitations
 //!
-//! - No `fork` handlers: a multi-threaded program that forks while another
-//!   thread is inside the allocator may find a lock held in the child. A
-//!   child that only calls `exec` (or async-signal-safe functions, as POSIX
-//!   requires after a multi-threaded `fork`) is unaffected.
 //! - `mallopt`, `mallinfo`, `malloc_trim`, `malloc_stats` are not replaced:
 //!   in a preloaded glibc program they report on glibc's own, unused, heap.
 

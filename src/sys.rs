@@ -257,3 +257,17 @@ pub unsafe fn fork() -> Result<i32, Errno> {
     // here on a copy of the caller's stack; the caller handles the rest.
     unsafe { syscall!(Sysno::clone, SIGCHLD, 0, 0, 0, 0).map(|pid| pid as i32) }
 }
+
+/// `WNOHANG` for [`wait4`]: return at once when no child has ended.
+pub const WNOHANG: usize = 1;
+
+/// `wait4(pid, &status, options, NULL)`: waits for the child `pid` to end
+/// (or, with [`WNOHANG`], checks); returns its pid and wait status (0 when
+/// it exited with status 0), or pid 0 when `WNOHANG` found it still running.
+#[inline]
+pub fn wait4(pid: i32, options: usize) -> Result<(i32, i32), Errno> {
+    let mut status = 0i32;
+    // SAFETY: the kernel writes one int into `status`.
+    let pid = unsafe { syscall!(Sysno::wait4, pid, &mut status as *mut i32, options, 0) }?;
+    Ok((pid as i32, status))
+}

@@ -520,7 +520,11 @@ fn check_forkstress(mut cmd: Command, what: &str) {
 
 fn assert_defines_malloc(exe: &Path) {
     let symbols = String::from_utf8_lossy(&run(Command::new("nm").arg(exe)).stdout).into_owned();
-    assert!(symbols.contains(" T malloc\n"), "{} does not define malloc", exe.display());
+    assert!(
+        symbols.contains(" T malloc\n"),
+        "{} does not define malloc",
+        exe.display()
+    );
 }
 
 #[test]

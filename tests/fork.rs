@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use nolibc_alloc::{sys, NolibcAlloc};
-use syscalls::{syscall, Sysno};
 
 #[global_allocator]
 static GLOBAL: NolibcAlloc = NolibcAlloc::new();
@@ -64,7 +63,7 @@ fn pick_size(s: &mut u64, small: bool) -> usize {
     let r = next(s);
     let x = (r >> 8) as usize;
     if small {
-        return if r % 8 != 0 { 1 + x % 256 } else { 1 + x % 16384 };
+        return if !r.is_multiple_of(8) { 1 + x % 256 } else { 1 + x % 16384 };
     }
     match r % 16 {
         0..=6 => 1 + x % 512,
@@ -157,7 +156,7 @@ fn grow(p: *mut u8, new: usize, in_child: bool) -> *mut u8 {
 
 fn churn(id: u64) {
     let mut s = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(id) | 1;
-    let small = id % 2 == 0;
+    let small = id.is_multiple_of(2);
     let mut local = [ptr::null_mut::<u8>(); 64];
     while !STOP.load(Ordering::Relaxed) {
         let r = next(&mut s);
@@ -212,7 +211,11 @@ fn child_work(seed: u64) -> ! {
     }
     let mut mine = [ptr::null_mut::<u8>(); 96];
     for (i, m) in mine.iter_mut().enumerate() {
-        let size = if i < 64 { 16 << (i % 13) } else { pick_size(&mut s, false) };
+        let size = if i < 64 {
+            16 << (i % 13)
+        } else {
+            pick_size(&mut s, false)
+        };
         *m = make(size, i as u64, true);
     }
     for m in mine.iter_mut().step_by(3) {
@@ -224,14 +227,11 @@ fn child_work(seed: u64) -> ! {
     sys::exit_group(0)
 }
 
-/// `wait4(pid, &status, WNOHANG)`: the status once the child has ended.
+/// The status of the child once it has ended.
 fn try_wait(pid: i32) -> Option<i32> {
-    const WNOHANG: usize = 1;
-    let mut status = 0i32;
-    // SAFETY: the kernel writes one int into `status`.
-    match unsafe { syscall!(Sysno::wait4, pid, &mut status as *mut i32, WNOHANG, 0) } {
-        Ok(0) => None,
-        Ok(_) => Some(status),
+    match sys::wait4(pid, sys::WNOHANG) {
+        Ok((0, _)) => None,
+        Ok((_, status)) => Some(status),
         Err(e) => fail(&format!("wait4({pid}): {e}")),
     }
 }
