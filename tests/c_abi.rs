@@ -568,7 +568,7 @@ fn fork_rate_against_glibc() {
     let exe = compile_c("forkstress.c", &gcc, "forkstress-bench", &["-pthread"], &[]);
     let rate = |preload: bool| -> f64 {
         let mut cmd = Command::new(&exe);
-        cmd.args(["bench", "2000", "4"]);
+        cmd.args(["bench", "200", "4"]);
         if preload {
             cmd.env("LD_PRELOAD", shared_lib());
         }

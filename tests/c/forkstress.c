@@ -24,7 +24,7 @@
  * alarm(PARENT_SECONDS) before each fork, and its handler kills the child
  * and exits 2 (a hang in the parent's own fork or prepare handler).
  *
- *   forkstress bench [FORKS [THREADS]]   (default 2000 forks, 4 threads)
+ *   forkstress bench [FORKS [THREADS]]   (default 200 forks, 4 threads)
  *
  * measures round trips (fork, child malloc+free, _exit, waitpid) while the
  * threads churn; prints `forkstress: bench N forks in S s: R forks/s`.
@@ -266,7 +266,7 @@ static double now(void) {
 int main(int argc, char **argv) {
     bench = argc > 1 && strcmp(argv[1], "bench") == 0;
     int arg = bench ? 2 : 1;
-    long forks = argc > arg ? atol(argv[arg]) : (bench ? 2000 : 200);
+    long forks = argc > arg ? atol(argv[arg]) : 200;
     long nthreads = argc > arg + 1 ? atol(argv[arg + 1]) : 4;
     if (forks < 1 || nthreads < 0 || nthreads > 64)
         die("usage: forkstress [bench] [FORKS [THREADS]]", forks, nthreads);
