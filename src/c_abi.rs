@@ -102,7 +102,10 @@
 //! constructor allocates nothing itself (musl's `pthread_atfork` allocates
 //! its list node with our `malloc`, which needs no set-up). Tested with
 //! glibc (shared library preloaded, static library linked) and musl
-//! (static) by `tests/c/forkstress.c`.
+//! (static) by `tests/c/forkstress.c`. The C library's `fork` runs them:
+//! code that forks through it must not call them again (a second prepare
+//! waits for ever on the locks the first took); a raw `clone` runs no
+//! atfork handler and needs them called around it.
 //!
 //! Without a C library (`target_env` empty: `gcc -nostdlib` with the `rt`
 //! runtime) there is no `pthread_atfork`: the program forks through
