@@ -63,7 +63,11 @@ fn pick_size(s: &mut u64, small: bool) -> usize {
     let r = next(s);
     let x = (r >> 8) as usize;
     if small {
-        return if !r.is_multiple_of(8) { 1 + x % 256 } else { 1 + x % 16384 };
+        return if !r.is_multiple_of(8) {
+            1 + x % 256
+        } else {
+            1 + x % 16384
+        };
     }
     match r % 16 {
         0..=6 => 1 + x % 512,
