@@ -215,7 +215,7 @@ mod atfork {
     fn heap_claimed() {
         if KEY_MADE.load(Ordering::Acquire) {
             // SAFETY: a key made by `register`; the value is never read.
-            let _ = unsafe { pthread_setspecific(EXIT_KEY.load(Ordering::Relaxed), 1 as *const c_void) };
+            let _ = unsafe { pthread_setspecific(EXIT_KEY.load(Ordering::Relaxed), core::ptr::dangling::<c_void>()) };
         }
     }
 
