@@ -117,12 +117,31 @@
 //! to the kernel. `tests/c_abi.rs` recomputes these figures from the class
 //! table.
 //!
+//! # fork
+//!
+//! Where a C library shares the process, a constructor in `.init_array`
+//! (of the shared library, of the static library's object that defines
+//! `malloc`, and of a Rust program that enables the feature) records
+//! [`ALLOC`] with [`NolibcAlloc::register`] and registers the process-wide
+//! hooks [`crate::fork::prepare`], [`crate::fork::parent`] and
+//! [`crate::fork::child`] with `pthread_atfork`, before `main` and before
+//! any `fork`. The child of a multi-threaded program can then `malloc` and
+//! `free` (any block, whichever thread allocated it), as under glibc. The
+//! constructor allocates nothing itself (musl's `pthread_atfork` allocates
+//! its list node with our `malloc`, which needs no set-up). Tested with
+//! glibc (shared library preloaded, static library linked) and musl
+//! (static) by `tests/c/forkstress.c`. The C library's `fork` runs them:
+//! code that forks through it must not call them again (a second prepare
+//! waits for ever on the locks the first took); a raw `clone` runs no
+//! atfork handler and needs them called around it.
+//!
+//! Without a C library (`target_env` empty: `gcc -nostdlib` with the `rt`
+//! runtime) there is no `pthread_atfork`: the program forks through
+//! `rt::fork`, which calls the hooks, or calls them itself around its own
+//! `fork` (see [`crate::fork`] for the contract).
+//!
 //! # Limitations
 //!
-//! - No `fork` handlers: a multi-threaded program that forks while another
-//!   thread is inside the allocator may find a lock held in the child. A
-//!   child that only calls `exec` (or async-signal-safe functions, as POSIX
-//!   requires after a multi-threaded `fork`) is unaffected.
 //! - glibc's `malloc_info` (XML), `mcheck` and the `__malloc_hook`s are not
 //!   replaced.
 
@@ -159,6 +178,89 @@ mod errno {
         // SAFETY: the C library's errno of the calling thread, always valid.
         unsafe { *__errno_location() = code };
     }
+}
+
+/// The fork handlers of a process with a C library: registered with the C
+/// library's `pthread_atfork` by a constructor in `.init_array`, so they are
+/// in place before `main` (and before any other constructor of a program
+/// that links the static library, which runs after the shared libraries').
+#[cfg(not(target_env = ""))]
+mod atfork {
+    use core::ffi::{c_int, c_void};
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    type Handler = Option<unsafe extern "C" fn()>;
+
+    extern "C" {
+        /// POSIX: `prepare` runs before `fork` in the forking thread (in the
+        /// reverse order of registration), `parent` and `child` after it (in
+        /// the order of registration). glibc and musl both have it.
+        fn pthread_atfork(prepare: Handler, parent: Handler, child: Handler) -> c_int;
+    }
+
+    unsafe extern "C" fn prepare() {
+        crate::fork::prepare();
+    }
+
+    unsafe extern "C" fn parent() {
+        crate::fork::parent();
+    }
+
+    unsafe extern "C" fn child() {
+        crate::fork::child();
+    }
+
+    /// Registers [`super::ALLOC`] for the process-wide hooks and the hooks
+    /// with the C library. Allocates nothing itself; musl's
+    /// `pthread_atfork` calls `malloc` for its list node, which is ours and
+    /// needs no set-up.
+    extern "C" fn register() {
+        super::ALLOC.register();
+        // SAFETY: three functions that live as long as the process. It fails
+        // only when the C library is out of memory for its list: the
+        // process then forks without them, as it would without this call.
+        let _ = unsafe { pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        // SAFETY: a key whose destructor lives as long as the process; if
+        // none is left, ended threads' heaps are adopted instead.
+        if unsafe { pthread_key_create(EXIT_KEY.as_ptr(), Some(thread_ends)) } == 0 {
+            KEY_MADE.store(true, Ordering::Release);
+            crate::heap::set_claim_hook(heap_claimed);
+        }
+    }
+
+    /// The key whose destructor gives a thread's heap back when it ends.
+    static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
+    static KEY_MADE: AtomicBool = AtomicBool::new(false);
+
+    extern "C" {
+        fn pthread_key_create(key: *mut u32, destructor: Option<unsafe extern "C" fn(*mut c_void)>) -> c_int;
+        fn pthread_setspecific(key: u32, value: *const c_void) -> c_int;
+    }
+
+    /// A thread claimed a heap: arrange for [`thread_ends`] to run when it
+    /// ends (a non-null value makes the C library call the destructor;
+    /// neither glibc nor musl allocates for it).
+    fn heap_claimed() {
+        if KEY_MADE.load(Ordering::Acquire) {
+            // SAFETY: a key made by `register`; the value is never read.
+            let _ = unsafe { pthread_setspecific(EXIT_KEY.load(Ordering::Relaxed), core::ptr::dangling::<c_void>()) };
+        }
+    }
+
+    /// The C library's thread-exit destructor: the thread's heap goes back.
+    /// A `free` after it (another destructor) goes onto the heap's remote
+    /// list; a `malloc` after it claims a heap again and sets the key again.
+    unsafe extern "C" fn thread_ends(_: *mut c_void) {
+        super::ALLOC.thread_exit();
+    }
+
+    /// The constructor. In the object file that defines `malloc`, so a
+    /// program that links the static library (and so that object, for
+    /// `malloc`) keeps it: the linker scripts keep every `.init_array`
+    /// input section of the objects they link.
+    #[used]
+    #[link_section = ".init_array"]
+    static REGISTER: extern "C" fn() = register;
 }
 
 #[cfg(target_env = "")]

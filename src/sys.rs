@@ -257,3 +257,34 @@ pub fn abort() -> ! {
     let _ = kill(getpid(), SIGABRT);
     exit_group(128 + SIGABRT)
 }
+
+/// `fork()` as the kernel has it (aarch64 and riscv64 have no `fork`
+/// call): `clone(SIGCHLD, 0, 0, 0, 0)`, a copy of the process with one
+/// thread, the caller. Returns the child's pid in the parent, 0 in the child.
+///
+/// # Safety
+/// The child inherits every lock as the other threads held it at the
+/// instant of the call: around it, call the allocator's fork hooks
+/// ([`crate::fork`]), and in the child touch nothing else that another
+/// thread may have held (a C library's or std's locks included).
+#[inline]
+pub unsafe fn fork() -> Result<i32, Errno> {
+    const SIGCHLD: usize = 17;
+    // SAFETY: no new stack, no shared memory, no pointers: the child returns
+    // here on a copy of the caller's stack; the caller handles the rest.
+    unsafe { syscall!(Sysno::clone, SIGCHLD, 0, 0, 0, 0).map(|pid| pid as i32) }
+}
+
+/// `WNOHANG` for [`wait4`]: return at once when no child has ended.
+pub const WNOHANG: usize = 1;
+
+/// `wait4(pid, &status, options, NULL)`: waits for the child `pid` to end
+/// (or, with [`WNOHANG`], checks); returns its pid and wait status (0 when
+/// it exited with status 0), or pid 0 when `WNOHANG` found it still running.
+#[inline]
+pub fn wait4(pid: i32, options: usize) -> Result<(i32, i32), Errno> {
+    let mut status = 0i32;
+    // SAFETY: the kernel writes one int into `status`.
+    let pid = unsafe { syscall!(Sysno::wait4, pid, &mut status as *mut i32, options, 0) }?;
+    Ok((pid as i32, status))
+}

@@ -654,3 +654,64 @@ fn trim_threshold_set_at_run_time() {
         });
     }
 }
+
+/// The fork hooks (`fork_prepare` / `fork_parent` / `fork_child`): prepare
+/// holds every lock, parent releases them, and after the child hook the
+/// allocator works on from the state it had, blocks allocated before the
+/// "fork" included.
+#[test]
+fn fork_hooks_hold_every_lock_and_reset_in_the_child() {
+    // A fixed threshold above the classes: blocks of 200 KiB are medium.
+    let config = Config::new().use_brk(false).mmap_threshold(1 << 20);
+    with_alloc(config, 0, 4096, |a| {
+        let sizes = [24usize, 700, 5000, 100 << 10, 200 << 10, 2 << 20];
+        let blocks: Vec<(*mut u8, Layout)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let layout = Layout::from_size_align(size, 16).unwrap();
+                // SAFETY: non-zero layout.
+                let p = unsafe { a.alloc(layout) };
+                assert!(!p.is_null());
+                fill(p, size.min(2048), i as u8);
+                (p, layout)
+            })
+            .collect();
+
+        // Between prepare and parent every lock is held (another thread
+        // could not get in; the fake source is not `Sync`, so no thread here).
+        let all_free = |a: &NolibcAlloc<FakeSource>| {
+            a.core.try_lock().is_some() && a.arenas.iter().all(|m| m.try_lock().is_some())
+        };
+        let none_free = |a: &NolibcAlloc<FakeSource>| {
+            a.core.try_lock().is_none() && a.arenas.iter().all(|m| m.try_lock().is_none())
+        };
+        assert!(all_free(a));
+        a.fork_prepare();
+        assert!(none_free(a), "fork_prepare left a lock free");
+        a.fork_parent();
+        assert!(all_free(a), "fork_parent left a lock held");
+        a.validate();
+
+        // The "child": every lock free again, one thread, the same blocks.
+        a.fork_prepare();
+        a.fork_child();
+        assert!(all_free(a), "fork_child left a lock held");
+        for (i, &(p, layout)) in blocks.iter().enumerate() {
+            verify(p, layout.size().min(2048), i as u8);
+            // SAFETY: live blocks with their layouts, freed once.
+            unsafe { a.dealloc(p, layout) };
+        }
+        for &size in &sizes {
+            let layout = Layout::from_size_align(size, 16).unwrap();
+            // SAFETY: non-zero layout.
+            let p = unsafe { a.alloc(layout) };
+            assert!(!p.is_null());
+            fill(p, size.min(2048), 7);
+            // SAFETY: just allocated with this layout.
+            unsafe { a.dealloc(p, layout) };
+        }
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
