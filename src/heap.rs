@@ -1,6 +1,6 @@
 //! Thread heaps: a small tier of its own for every thread with an identity.
 //!
-//! A *thread heap* is an [`Arena`] that one thread owns. The owner allocates
+//! A *thread heap* is an arena of the small tier that one thread owns. The owner allocates
 //! from it and frees its own slots into it with plain loads and stores: no
 //! lock, no atomic read-modify-write. A slot freed by another thread goes
 //! onto the heap's *remote list* with one compare-and-swap; the owner takes
