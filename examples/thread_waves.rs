@@ -1,0 +1,225 @@
+//! Thread churn with a memory bound: 64 threads from `rt::thread::spawn`,
+//! started and joined in waves of 8. Every thread allocates 2048 blocks
+//! (16 B to 1 KiB, one in 64 of 64 KiB: about 3 MiB), frees half, hands the
+//! rest to its neighbour in the wave (who checks and frees them) and ends.
+//! Then 8 more threads are detached, 4 while running and 4 once finished.
+//!
+//! Checked: every block's contents; every stack unmapped once its thread
+//! is joined or, detached, has ended; and the peak resident size. Live data
+//! never exceeds what one wave allocates (8 threads x at most 4064 KiB,
+//! about 24 MiB on average), so the peak RSS (VmHWM) may grow over the RSS
+//! at the start by at most that worst case plus a quarter (class rounding,
+//! dirty runs kept for reuse) plus 8 MiB (stacks, metadata): `BOUND_KIB`,
+//! 48 MiB, whatever the number of waves. Memory kept by each exited thread
+//! would grow it with every wave (8 waves: about 190 MiB). Measured natively
+//! on x86_64: 28 MiB.
+//!
+//! Run: `cargo xtask run --example thread_waves [--arch aarch64|riscv64]`
+//! (ends with `thread_waves: ok`).
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use nolibc_alloc::rt::thread;
+use nolibc_alloc::{entry, os, println, sys, NolibcAlloc};
+
+#[global_allocator]
+static ALLOC: NolibcAlloc = NolibcAlloc::new();
+
+entry!(main);
+
+const WAVES: usize = 8;
+const PER_WAVE: usize = 8;
+const BLOCKS: usize = 2048;
+/// Bytes one thread allocates at most: 2048 blocks, one in 64 of 64 KiB,
+/// the others of at most 1 KiB (4064 KiB; about 3 MiB on average).
+const THREAD_BYTES: usize = (BLOCKS - BLOCKS / 64) * 1024 + BLOCKS / 64 * (64 << 10);
+/// The bound on the growth of the peak RSS, in KiB: one wave's live data
+/// at most, plus a quarter, plus 8 MiB.
+const BOUND_KIB: usize = (PER_WAVE * THREAD_BYTES * 5 / 4 + (8 << 20)) >> 10;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A block filled with bytes that depend on its tag.
+struct Block(Vec<u8>, u64);
+
+impl Block {
+    fn new(tag: u64, len: usize) -> Self {
+        Block(
+            (0..len).map(|i| (tag as usize).wrapping_add(i * 7) as u8).collect(),
+            tag,
+        )
+    }
+
+    fn ok(&self) -> bool {
+        self.0
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (self.1 as usize).wrapping_add(i * 7) as u8)
+    }
+}
+
+/// One mailbox per thread of a wave: the neighbour's half, handed over
+/// once (a pointer to a leaked `Vec<Block>`, 0 while empty).
+static MAILBOX: [AtomicUsize; PER_WAVE] = [const { AtomicUsize::new(0) }; PER_WAVE];
+
+fn work(wave: usize, index: usize) -> (usize, usize) {
+    let stack_marker = 0u8;
+    let mut rng = Rng((wave * PER_WAVE + index) as u64);
+    let mut mine: Vec<Block> = (0..BLOCKS)
+        .map(|i| {
+            let len = if i % 64 == 63 {
+                64 << 10
+            } else {
+                16 + rng.next() as usize % 1009
+            };
+            Block::new(rng.next(), len)
+        })
+        .collect();
+    assert!(
+        mine.iter().all(Block::ok),
+        "wave {wave} thread {index}: own block corrupted"
+    );
+    // Free every other block, hand the rest to the next thread.
+    let mut i = 0;
+    mine.retain(|_| {
+        i += 1;
+        i % 2 == 0
+    });
+    let parcel = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(mine)) as usize;
+    MAILBOX[(index + 1) % PER_WAVE].store(parcel, Ordering::Release);
+    let got = loop {
+        // Acquire: the parcel's contents, written by the neighbour.
+        let p = MAILBOX[index].swap(0, Ordering::Acquire);
+        if p != 0 {
+            break p;
+        }
+        thread::yield_now();
+    };
+    // SAFETY: made by `Box::into_raw` in the neighbour, taken once.
+    let got = unsafe { alloc::boxed::Box::from_raw(got as *mut Vec<Block>) };
+    assert_eq!(got.len(), BLOCKS / 2);
+    assert!(
+        got.iter().all(Block::ok),
+        "wave {wave} thread {index}: received block corrupted"
+    );
+    drop(got);
+    (core::ptr::addr_of!(stack_marker) as usize, BLOCKS / 2)
+}
+
+/// Whether the page holding `addr` is mapped (`madvise` fails with
+/// `ENOMEM` on an unmapped range).
+fn mapped(addr: usize) -> bool {
+    let page = os::page_size();
+    // SAFETY: MADV_NORMAL changes nothing.
+    unsafe { sys::madvise(addr & !(page - 1), page, sys::MADV_NORMAL) }.is_ok()
+}
+
+/// `VmRSS` and `VmHWM` from `/proc/self/status`, in KiB.
+fn rss_kib() -> (usize, usize) {
+    let mut buf = [0u8; 4096];
+    let n = os::read_file(b"/proc/self/status\0", &mut buf).expect("/proc/self/status");
+    let text = core::str::from_utf8(&buf[..n]).expect("UTF-8");
+    let field = |name: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Waits (yielding) until `done` holds, for at most about ten seconds' worth of yields.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1_000_000 {
+        if done() {
+            return;
+        }
+        thread::yield_now();
+    }
+    panic!("timed out waiting until {what}");
+}
+
+static DETACHED_STACKS: [AtomicUsize; PER_WAVE] = [const { AtomicUsize::new(0) }; PER_WAVE];
+
+fn main() -> i32 {
+    let _ = sys::alarm(300);
+    ALLOC.register();
+    let (rss_start, _) = rss_kib();
+
+    let mut handed = 0;
+    for wave in 0..WAVES {
+        let handles: Vec<_> = (0..PER_WAVE).map(|i| thread::spawn(move || work(wave, i))).collect();
+        // All gone before any join, so that nothing maps memory between a
+        // join's munmap and the check below.
+        wait_until("a wave's threads have exited", || {
+            handles.iter().all(|h| h.is_finished())
+        });
+        let results: Vec<(usize, usize)> = handles.into_iter().map(|h| h.join()).collect();
+        for &(stack, n) in &results {
+            assert!(!mapped(stack), "wave {wave}: a joined thread's stack is still mapped");
+            handed += n;
+        }
+    }
+    println!(
+        "waves: {} threads in {WAVES} waves of {PER_WAVE}, {BLOCKS} blocks each, {handed} handed to a neighbour",
+        WAVES * PER_WAVE
+    );
+
+    // Detached: 4 handles dropped at once (the thread unmaps its own stack),
+    // 4 dropped once the thread has finished (the drop unmaps it).
+    let mut late = Vec::new();
+    for i in 0..PER_WAVE {
+        let h = thread::spawn(move || {
+            let marker = 0u8;
+            let v: Vec<u8> = (0..10_000).map(|b| b as u8).collect();
+            DETACHED_STACKS[i].store(core::ptr::addr_of!(marker) as usize, Ordering::Release);
+            v
+        });
+        if i % 2 == 0 {
+            drop(h);
+        } else {
+            late.push(h);
+        }
+    }
+    wait_until("detached threads have started", || {
+        DETACHED_STACKS.iter().all(|s| s.load(Ordering::Acquire) != 0)
+    });
+    wait_until("late handles' threads have exited", || {
+        late.iter().all(|h| h.is_finished())
+    });
+    drop(late);
+    wait_until("detached threads have unmapped their stacks", || {
+        DETACHED_STACKS.iter().all(|s| !mapped(s.load(Ordering::Acquire)))
+    });
+    println!("detached: {PER_WAVE} threads, every stack unmapped");
+
+    let (rss_end, hwm) = rss_kib();
+    let growth = hwm.saturating_sub(rss_start);
+    println!(
+        "rss: {rss_start} KiB at the start, {rss_end} KiB at the end, peak {hwm} KiB: grew {growth} KiB (bound {BOUND_KIB} KiB)"
+    );
+    assert!(
+        growth <= BOUND_KIB,
+        "peak RSS grew by {growth} KiB, over the bound of {BOUND_KIB} KiB"
+    );
+    let in_use = ALLOC.stats().in_use_bytes;
+    println!("in use at the end: {in_use} bytes");
+    println!("thread_waves: ok");
+    0
+}
