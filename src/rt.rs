@@ -47,6 +47,9 @@ use crate::sys;
 
 #[cfg(all(target_os = "linux", target_env = ""))]
 pub mod thread;
+#[cfg(not(all(target_os = "linux", target_env = "")))]
+#[path = "rt/thread_hosted.rs"]
+pub mod thread;
 
 /// Forks the process (a `clone` without `CLONE_VM`, with `SIGCHLD`) around
 /// the allocator's fork hooks: [`crate::fork::prepare`] before, then
@@ -69,6 +72,36 @@ pub fn fork() -> i32 {
     match forked {
         Ok(pid) => pid,
         Err(e) => -e.into_raw(),
+    }
+}
+
+/// Forks the process through the C library's `fork` (which runs its
+/// `pthread_atfork` handlers, the C ABI's among them), around the
+/// allocator's fork hooks unless the C ABI (feature `c-abi`) registered
+/// them as `pthread_atfork` handlers already. Returns the child's pid in
+/// the parent, 0 in the child, a negative errno on failure.
+#[cfg(not(all(target_os = "linux", target_env = "")))]
+pub fn fork() -> i32 {
+    extern "C" {
+        fn fork() -> i32;
+    }
+    let hooks = !cfg!(feature = "c-abi");
+    if hooks {
+        crate::fork::prepare();
+    }
+    // SAFETY: the C library's fork; the hooks make the allocator's state consistent in the child.
+    let pid = unsafe { fork() };
+    if hooks {
+        if pid == 0 {
+            crate::fork::child()
+        } else {
+            crate::fork::parent()
+        }
+    }
+    if pid < 0 {
+        -thread::errno_location_value()
+    } else {
+        pid
     }
 }
 

@@ -527,3 +527,14 @@ pub unsafe fn munmap_and_exit(base: usize, len: usize) -> ! {
         );
     }
 }
+
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds (the system call, not
+/// the vDSO).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    const CLOCK_MONOTONIC: usize = 1;
+    let mut ts = [0i64; 2];
+    // SAFETY: the kernel writes one `struct timespec` into `ts`.
+    let _ = unsafe { syscall!(Sysno::clock_gettime, CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    (ts[0] as u64).wrapping_mul(1_000_000_000).wrapping_add(ts[1] as u64)
+}

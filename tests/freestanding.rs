@@ -102,6 +102,37 @@ fn check_static(arch: Arch) {
     }
 }
 
+/// The threads examples: 4 churning threads and forks (`threads`), 64
+/// threads in waves of 8 under a peak-RSS bound that `thread_waves` checks
+/// itself and prints.
+fn check_threads(arch: Arch, page_size: Option<usize>) {
+    let threads = run_ok(arch, "threads", page_size);
+    for line in [
+        "fork: 16 children allocated, freed the threads' blocks and exited 0",
+        "threads: 4 threads, 2000 rounds each, 8000 blocks handed over and verified\n",
+        "thread pointers: 5 distinct, none 0\n",
+        "errno: one per thread\n",
+    ] {
+        assert!(
+            threads.contains(line),
+            "threads on {} lacks {line:?}:\n{threads}",
+            arch.name()
+        );
+    }
+    let waves = run_ok(arch, "thread_waves", page_size);
+    for line in [
+        "waves: 64 threads in 8 waves of 8, 2048 blocks each, 65536 handed to a neighbour\n",
+        "detached: 8 threads, every stack unmapped\n",
+        "(bound 48832 KiB)\n",
+    ] {
+        assert!(
+            waves.contains(line),
+            "thread_waves on {} lacks {line:?}:\n{waves}",
+            arch.name()
+        );
+    }
+}
+
 /// Every example, the page size the runtime took from `AT_PAGESZ`, and the
 /// panic handler.
 fn check_arch(arch: Arch, page_size: usize) {
@@ -121,6 +152,8 @@ fn check_arch(arch: Arch, page_size: usize) {
         stress.contains(&format!("{ops} operations, contents and alignment verified")),
         "{stress}"
     );
+
+    check_threads(arch, None);
 
     let (out, stdout) = run(arch, "hello", None, &["--panic", "x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -178,6 +211,7 @@ fn aarch64() {
     run_ok(Arch::Aarch64, "brk_blocked", Some(65536));
     run_ok_with(Arch::Aarch64, "stress", Some(65536), &["40000"], "stress");
     assert_eq!(run_ok(Arch::Aarch64, "tiny", Some(65536)), "tiny: ok\n");
+    check_threads(Arch::Aarch64, Some(65536));
 }
 
 #[test]
