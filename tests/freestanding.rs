@@ -123,7 +123,7 @@ fn check_threads(arch: Arch, page_size: Option<usize>) {
     for line in [
         "waves: 64 threads in 8 waves of 8, 2048 blocks each, 65536 handed to a neighbour\n",
         "detached: 8 threads, every stack unmapped\n",
-        "(bound 48832 KiB)\n",
+        "bound 48832 KiB)\n",
     ] {
         assert!(
             waves.contains(line),
