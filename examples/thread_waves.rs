@@ -5,14 +5,18 @@
 //! Then 8 more threads are detached, 4 while running and 4 once finished.
 //!
 //! Checked: every block's contents; every stack unmapped once its thread
-//! is joined or, detached, has ended; and the peak resident size. Live data
-//! never exceeds what one wave allocates (8 threads x at most 4064 KiB,
-//! about 24 MiB on average), so the peak RSS (VmHWM) may grow over the RSS
-//! at the start by at most that worst case plus a quarter (class rounding,
-//! dirty runs kept for reuse) plus 8 MiB (stacks, metadata): `BOUND_KIB`,
-//! 47.7 MiB, whatever the number of waves. Memory kept by each exited thread
-//! would grow it with every wave (8 waves: about 190 MiB). Measured natively
-//! on x86_64: 28 MiB.
+//! is joined or, detached, has ended; and the peak RSS. Live data never
+//! exceeds what one wave allocates (8 threads x at most 4064 KiB, about
+//! 24 MiB on average), so the peak RSS (VmHWM) may grow over the RSS at the
+//! start by at most that worst case plus a quarter (class rounding, dirty
+//! runs kept for reuse) plus 8 MiB (stacks, metadata): `BOUND_KIB` =
+//! 47.7 MiB, whatever the number of waves. Memory kept for each exited
+//! thread would grow it with every wave (8 waves: about 190 MiB). Under
+//! qemu-user `/proc/self/status` describes qemu, so there the memory the
+//! allocator took from the kernel at its peak (peak brk + peak mapped bytes:
+//! on these targets the brk heap, all of it touched) is held to the bound
+//! instead. Measured on x86_64: RSS grown by 25 to 31 MiB, 37 to 42 MiB
+//! taken from the kernel.
 //!
 //! Run: `cargo xtask run --example thread_waves [--arch aarch64|riscv64]`
 //! (ends with `thread_waves: ok`).
@@ -203,11 +207,11 @@ fn main() -> i32 {
     // Detached: 4 handles dropped at once (the thread unmaps its own stack),
     // 4 dropped once the thread has finished (the drop unmaps it).
     let mut late = Vec::new();
-    for i in 0..PER_WAVE {
+    for (i, slot) in DETACHED_STACKS.iter().enumerate() {
         let h = thread::spawn(move || {
             let marker = 0u8;
             let v: Vec<u8> = (0..10_000).map(|b| b as u8).collect();
-            DETACHED_STACKS[i].store(core::ptr::addr_of!(marker) as usize, Ordering::Release);
+            slot.store(core::ptr::addr_of!(marker) as usize, Ordering::Release);
             v
         });
         if i % 2 == 0 {
@@ -248,14 +252,17 @@ fn main() -> i32 {
             "rss: {rss_start} KiB at the start, {rss_end} KiB at the end, peak {hwm} KiB: grew {growth} KiB (bound {BOUND_KIB} KiB)"
         );
     }
-    assert!(
-        taken <= BOUND_KIB,
-        "the allocator took {taken} KiB, over the bound of {BOUND_KIB} KiB"
-    );
-    assert!(
-        emulated || growth <= BOUND_KIB,
-        "peak RSS grew by {growth} KiB, over the bound of {BOUND_KIB} KiB"
-    );
+    if emulated {
+        assert!(
+            taken <= BOUND_KIB,
+            "the allocator took {taken} KiB, over the bound of {BOUND_KIB} KiB"
+        );
+    } else {
+        assert!(
+            growth <= BOUND_KIB,
+            "peak RSS grew by {growth} KiB, over the bound of {BOUND_KIB} KiB"
+        );
+    }
     let in_use = ALLOC.stats().in_use_bytes;
     println!("in use at the end: {in_use} bytes");
     println!("thread_waves: ok");

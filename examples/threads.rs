@@ -7,7 +7,8 @@
 //! exited 0 and that the memory in use is back where it started.
 //!
 //! Run: `cargo xtask run --example threads [--arch aarch64|riscv64] [-- ROUNDS]`
-//! (ends with `threads: ok`).
+//! (ends with `threads: ok`). `-- --panic` panics in a spawned thread
+//! instead: the message on stderr, exit status 101.
 
 #![no_std]
 #![no_main]
@@ -203,6 +204,12 @@ fn child(gifts: &mut Vec<Msg>, round: usize) -> ! {
 fn main() -> i32 {
     // Under an emulator a hang must not stall the test: SIGALRM ends it.
     let _ = sys::alarm(300);
+    if rt::args().nth(1).is_some_and(|a| a.to_bytes() == b"--panic") {
+        // The whole process ends with status 101 while main waits in join.
+        let h = thread::spawn(|| -> u32 { panic!("deliberate panic in thread {}", 1) });
+        h.join();
+        return 0;
+    }
     let rounds: usize = rt::args()
         .nth(1)
         .and_then(|a| a.to_str().ok()?.parse().ok())

@@ -102,7 +102,8 @@ fn check_static(arch: Arch) {
     }
 }
 
-/// The threads examples: 4 churning threads and forks (`threads`), 64
+/// The threads examples: 4 churning threads and forks (`threads`), a
+/// panic in a spawned thread (status 101), 64
 /// threads in waves of 8 under a peak-RSS bound that `thread_waves` checks
 /// itself and prints.
 fn check_threads(arch: Arch, page_size: Option<usize>) {
@@ -119,6 +120,20 @@ fn check_threads(arch: Arch, page_size: Option<usize>) {
             arch.name()
         );
     }
+    let (out, stdout) = run(arch, "threads", page_size, &["--panic"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "threads --panic on {}: {}\n{stdout}\n{stderr}",
+        arch.name(),
+        out.status
+    );
+    assert!(
+        stderr.starts_with("panicked at examples/threads.rs:") && stderr.ends_with(":\ndeliberate panic in thread 1\n"),
+        "threads --panic on {}, stderr:\n{stderr}",
+        arch.name()
+    );
     let waves = run_ok(arch, "thread_waves", page_size);
     for line in [
         "waves: 64 threads in 8 waves of 8, 2048 blocks each, 65536 handed to a neighbour\n",
