@@ -38,6 +38,11 @@
 //!
 //! Startup never allocates; the page size from `AT_PAGESZ` is handed to
 //! [`crate::os::set_page_size`] before `main` runs.
+//!
+//! [`thread`] starts and joins threads (raw `clone` on the `*-linux-nostd`
+//! targets, each with a thread pointer of its own; `std::thread` where a C
+//! library runs the process) and [`fork()`] forks around the allocator's
+//! fork hooks.
 
 use core::ffi::CStr;
 use core::fmt;

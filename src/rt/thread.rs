@@ -4,7 +4,7 @@
 //! A thread is a raw `clone` with the flags of a POSIX thread
 //! ([`sys::CLONE_THREAD_FLAGS`]) on a stack of its own: one anonymous
 //! mapping per thread, a guard page (`PROT_NONE`) at its bottom, the
-//! thread's [block](Block) and the closure (later its result) at its top.
+//! thread's block and the closure (later its result) at its top.
 //!
 //! **The thread pointer** (`%fs` base on x86_64, `tpidr_el0` on aarch64,
 //! `tp` on riscv64) points at the thread's block, so it is unique to each
