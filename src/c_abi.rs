@@ -194,7 +194,11 @@ fn alloc_or_enomem(size: usize, align: usize, zero: bool) -> *mut c_void {
 /// Always safe to call; unsafe only as every C entry point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    alloc_or_enomem(size, MALLOC_ALIGN, false)
+    let p = ALLOC.alloc_aligned16(size);
+    if p.is_null() {
+        errno::set(ENOMEM);
+    }
+    p.cast()
 }
 
 /// C's `calloc`: `n * size` zeroed bytes; NULL and `ENOMEM` when the product

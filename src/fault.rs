@@ -22,10 +22,60 @@ pub enum Fault {
     Corrupt(&'static str),
 }
 
-/// Writes `nolibc-alloc: <fault> 0x<addr>` to stderr and aborts.
+/// The entry point a fault was detected in, named in the message as glibc
+/// does (`free(): invalid pointer`). The C names carry `()`, the Rust ones
+/// do not. Callers pass a constant down to the checks: free on the hot path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Call {
+    /// `GlobalAlloc::dealloc`.
+    Dealloc,
+    /// `GlobalAlloc::realloc`.
+    Realloc,
+    /// [`NolibcAlloc::usable_size`](crate::NolibcAlloc::usable_size).
+    UsableSize,
+    /// C's `free` ([`NolibcAlloc::free_unsized`](crate::NolibcAlloc::free_unsized)).
+    CFree,
+    /// C's `realloc` ([`NolibcAlloc::realloc_unsized`](crate::NolibcAlloc::realloc_unsized)).
+    CRealloc,
+    /// C's `malloc_usable_size`
+    /// ([`NolibcAlloc::usable_size_unsized`](crate::NolibcAlloc::usable_size_unsized)).
+    CUsableSize,
+}
+
+impl Call {
+    /// The name in the message: `dealloc`, `realloc`, `usable_size`,
+    /// `free()`, `realloc()`, `malloc_usable_size()`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::Dealloc => "dealloc",
+            Call::Realloc => "realloc",
+            Call::UsableSize => "usable_size",
+            Call::CFree => "free()",
+            Call::CRealloc => "realloc()",
+            Call::CUsableSize => "malloc_usable_size()",
+        }
+    }
+}
+
+/// Writes `nolibc-alloc: <call>: <fault> 0x<addr>` to stderr and aborts.
+#[cold]
+#[inline(never)]
+pub fn fault_in(call: Call, kind: Fault, addr: usize) -> ! {
+    report(Some(call), kind, addr)
+}
+
+/// Writes `nolibc-alloc: <fault> 0x<addr>` to stderr and aborts: for faults
+/// found outside a call that frees (validation, a failed system call).
 #[cold]
 #[inline(never)]
 pub fn fault(kind: Fault, addr: usize) -> ! {
+    report(None, kind, addr)
+}
+
+#[cold]
+#[inline(never)]
+fn report(call: Option<Call>, kind: Fault, addr: usize) -> ! {
     let mut buf = [0u8; 160];
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
@@ -34,6 +84,10 @@ pub fn fault(kind: Fault, addr: usize) -> ! {
         len += n;
     };
     put(b"nolibc-alloc: ");
+    if let Some(call) = call {
+        put(call.name().as_bytes());
+        put(b": ");
+    }
     match kind {
         Fault::DoubleFree => put(b"double free of "),
         Fault::InvalidPointer => put(b"invalid pointer "),

@@ -101,7 +101,6 @@ impl<S: Source> NolibcAlloc<S> {
     /// Takes every lock of the allocator, in the one lock order, before
     /// `fork`. See the [module docs](crate::fork) for the contract.
     pub fn fork_prepare(&self) {
-        self.solo.switch.lock_held();
         for arena in &self.arenas {
             arena.lock_held();
         }
@@ -116,7 +115,6 @@ impl<S: Source> NolibcAlloc<S> {
             for index in (0..ARENA_COUNT).rev() {
                 self.arenas[index].unlock_held();
             }
-            self.solo.switch.unlock_held();
         }
     }
 
@@ -130,13 +128,20 @@ impl<S: Source> NolibcAlloc<S> {
             for arena in &self.arenas {
                 arena.reset_in_child();
             }
-            self.solo.switch.reset_in_child();
         }
-        self.solo.reset_in_child();
+        let id = self.os.source.thread_identity();
+        for heap in &self.heaps {
+            heap.fork_child(id, &self.os.source);
+        }
     }
 
     /// The calling thread is ending: gives its heap back (see the
     /// [module docs](crate::fork)). The thread must not allocate or free
     /// through this allocator afterwards.
-    pub fn thread_exit(&self) {}
+    pub fn thread_exit(&self) {
+        let Some(index) = self.own_heap() else { return };
+        // SAFETY: the calling thread owns the heap.
+        unsafe { self.tidy_heap(index) };
+        self.heaps[index].release();
+    }
 }

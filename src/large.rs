@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 
 use core::ptr;
 
-use crate::fault::{fault, Fault};
+use crate::fault::{fault_in, Call, Fault};
 use crate::os::{align_up, Os, Source};
 use crate::stats::Counters;
 
@@ -86,7 +86,7 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
 /// # Safety
 /// The 32 bytes before `user` are readable.
 #[inline]
-pub(crate) unsafe fn read_header(user: NonNull<u8>) -> Option<(Owner, usize, usize, usize)> {
+pub(crate) unsafe fn read_header(user: NonNull<u8>, call: Call) -> Option<(Owner, usize, usize, usize)> {
     let addr = user.as_ptr() as usize;
     if !addr.is_multiple_of(16) {
         return None;
@@ -95,7 +95,7 @@ pub(crate) unsafe fn read_header(user: NonNull<u8>) -> Option<(Owner, usize, usi
     let h = unsafe { &*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>() };
     if crate::fault::CHECKS && h.check != addr ^ LIVE_MAGIC {
         if h.check == addr ^ FREED_MAGIC {
-            fault(Fault::DoubleFree, addr);
+            fault_in(call, Fault::DoubleFree, addr);
         }
         return None;
     }

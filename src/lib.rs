@@ -9,6 +9,8 @@ pub mod class;
 mod config;
 pub mod fault;
 pub mod fork;
+pub mod heap;
+pub mod identity;
 mod large;
 mod lock;
 mod medium;
@@ -25,6 +27,8 @@ pub mod fake;
 pub mod rt;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_heaps;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
@@ -35,13 +39,15 @@ pub use os::{Linux, Source};
 pub use stats::{Stats, SyscallCounts};
 
 use class::{class_for, CLASSES};
-use fault::{fault, Fault};
+use fault::{fault, fault_in, Call, Fault};
+use heap::{Heap, HEAP_COUNT};
 use large::{Owner, HEADER_BYTES};
-use lock::{Guard, Mutex, Solo};
+use lock::{Guard, Mutex};
 use medium::{Core, Region, Release, Victim, PURGE_BATCH};
 use small::{Arena, Freed};
 
-/// Number of arenas of the small tier (each with its own lock).
+/// Number of locked arenas of the small tier (each with its own lock), for
+/// threads without a heap of their own.
 pub const ARENA_COUNT: usize = 4;
 
 /// The largest the adaptive mmap threshold grows (glibc's 64-bit cap).
@@ -51,22 +57,15 @@ pub const MAX_MMAP_THRESHOLD_BYTES: usize = 32 << 20;
 pub struct NolibcAlloc<S: Source = Linux> {
     os: os::Os<S>,
     core: Mutex<Core>,
+    /// The thread heaps (see [`heap`]); a run's arena index below
+    /// `HEAP_COUNT` names one.
+    heaps: [Heap; HEAP_COUNT],
+    /// The locked arenas; a run's arena index `HEAP_COUNT + i` names `arenas[i]`.
     arenas: [Mutex<Arena>; ARENA_COUNT],
     tuning: config::Tuning,
     /// The mmap threshold once raised (0 until then): raised when
     /// large blocks are freed (unless the threshold was set explicitly).
     threshold: AtomicUsize,
-    /// Lets the main thread skip the arena lock while it is alone.
-    solo: Solo,
-    /// The thread pointer of the thread that claimed each arena (0: none).
-    /// Only steers which arena a thread locks; never stands for a lock.
-    owners: [AtomicUsize; ARENA_COUNT],
-}
-
-/// An arena index from a thread's identity (scrambled, top bits).
-#[inline]
-fn hash_to_arena(x: usize) -> usize {
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2)) % ARENA_COUNT
 }
 
 impl NolibcAlloc<Linux> {
@@ -108,10 +107,9 @@ impl<S: Source> NolibcAlloc<S> {
         NolibcAlloc {
             os: os::Os::new(source),
             core: Mutex::new(Core::new(config.brk_enabled())),
+            heaps: [const { Heap::new() }; HEAP_COUNT],
             arenas: [const { Mutex::new(Arena::new()) }; ARENA_COUNT],
             threshold: AtomicUsize::new(0),
-            solo: Solo::new(),
-            owners: [const { AtomicUsize::new(0) }; ARENA_COUNT],
             tuning: config::Tuning::new(config),
         }
     }
@@ -126,34 +124,17 @@ impl<S: Source> NolibcAlloc<S> {
         &self.os.source
     }
 
-    /// Enters for a slow public operation that locks every arena: the main
-    /// thread in solo mode locks them too (harmless), another thread switches
-    /// the process to locking first.
-    fn enter_locked(&self) -> bool {
-        self.solo.enter(&self.os.source)
-    }
-
-    fn leave_locked(&self, solo: bool) {
-        if solo {
-            self.solo.leave();
-        }
-    }
-
-    /// Whether the main thread is still alone and skips the arena lock.
-    pub fn is_solo(&self) -> bool {
-        self.solo.is_solo()
-    }
-
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let solo = self.enter_locked();
         let (mut in_use, mut peak) = (0, 0);
-        for arena in &self.arenas {
-            let a = arena.lock();
-            in_use += a.in_use_bytes;
-            peak += a.peak_in_use_bytes;
-        }
-        self.leave_locked(solo);
+        let mut add = |a: *const Arena| {
+            // SAFETY: the counters are atomics, readable from any thread.
+            let a = unsafe { &*a };
+            in_use += a.in_use_bytes.load(Relaxed);
+            peak += a.peak_in_use_bytes.load(Relaxed);
+        };
+        self.heaps.iter().for_each(|h| add(h.arena_shared()));
+        self.arenas.iter().for_each(|m| add(m.data_ptr()));
         self.os.counters.snapshot(in_use, peak)
     }
 
@@ -163,16 +144,48 @@ impl<S: Source> NolibcAlloc<S> {
     }
 
     /// Gives every empty run and every empty region back to the kernel;
-    /// returns the bytes released.
+    /// returns the bytes released. The calling thread's heap, the heaps no
+    /// thread owns and the locked arenas give their empty runs back; the
+    /// heaps of other live threads keep theirs (only their owner touches them).
     pub fn trim(&self) -> usize {
-        let solo = self.enter_locked();
         let mut released = 0;
-        for index in 0..ARENA_COUNT {
-            released += self.drain_arena(index);
+        if let Some(index) = self.own_heap() {
+            // SAFETY: the caller owns this heap.
+            released += unsafe { self.tidy_heap(index) };
         }
-        released += self.give_back_all();
-        self.leave_locked(solo);
-        released
+        for index in 0..HEAP_COUNT {
+            if self.heaps[index].borrow_free() {
+                // SAFETY: borrowed: nobody else may touch it until handed back.
+                released += unsafe { self.tidy_heap(index) };
+                self.heaps[index].release();
+            }
+        }
+        for arena in &self.arenas {
+            released += self.drain_empty(&mut arena.lock());
+        }
+        released + self.give_back_all()
+    }
+
+    /// Drains the remote list of heap `index` and gives its empty runs to
+    /// the core; returns the bytes.
+    ///
+    /// # Safety
+    /// The caller owns the heap.
+    unsafe fn tidy_heap(&self, index: usize) -> usize {
+        let heap = &self.heaps[index];
+        // SAFETY: the caller owns the heap.
+        let arena = unsafe { heap.arena() };
+        self.drain_remote(heap, arena);
+        self.drain_empty(arena)
+    }
+
+    /// The calling thread's heap, if it owns one.
+    fn own_heap(&self) -> Option<usize> {
+        let id = self.os.source.thread_identity();
+        if id == 0 {
+            return None;
+        }
+        heap::find_own(&self.heaps, id)
     }
 
     /// Gives every dirty run and every empty region back to the kernel;
@@ -198,43 +211,77 @@ impl<S: Source> NolibcAlloc<S> {
         released
     }
 
-    /// Gives every cached empty run of an arena to the core; returns the bytes.
-    fn drain_arena(&self, index: usize) -> usize {
+    /// Gives every cached empty run of an arena (owned or locked by the
+    /// caller) to the core; returns the bytes.
+    fn drain_empty(&self, arena: &mut Arena) -> usize {
         let mut released = 0;
-        let mut runs = [(NonNull::<u8>::dangling(), 0usize, ptr::null_mut::<u8>()); 16];
-        loop {
-            let mut n = 0;
-            self.arenas[index].lock().drain_empty(|mem, bytes, region| {
-                if n < runs.len() {
-                    runs[n] = (mem, bytes, region);
-                    n += 1;
-                    true
-                } else {
-                    false
-                }
-            });
-            for &(mem, bytes, region) in &runs[..n] {
-                released += bytes;
-                // SAFETY: the run was unlinked from its arena and is ours alone.
-                unsafe { self.release_run(mem, bytes, region, self.tuning.trim_threshold()) };
-            }
-            if n < runs.len() {
-                return released;
+        arena.drain_empty(|mem, bytes, region| {
+            released += bytes;
+            // SAFETY: the run is unlinked from its arena and ours alone.
+            unsafe { self.release_run(mem, bytes, region, self.tuning.trim_threshold()) };
+        });
+        released
+    }
+
+    /// Frees, in the owner's arena, every slot other threads freed.
+    fn drain_remote(&self, heap: &Heap, arena: &mut Arena) {
+        let mut slot = heap.take_remote();
+        while !slot.is_null() {
+            // SAFETY: slots on the remote list are live slots of this heap's
+            // runs, linked through their first word; the caller owns the heap.
+            unsafe {
+                let next = *slot.cast::<*mut u8>();
+                let run = small::run_of_remote(slot);
+                let freed = arena.free(
+                    run,
+                    NonNull::new_unchecked(slot),
+                    self.tuning.trim_threshold(),
+                    true,
+                    Call::Dealloc,
+                );
+                self.after_free(arena, freed);
+                slot = next;
             }
         }
     }
 
-    /// Checks every invariant of every tier (arenas, runs, regions); stops
-    /// the process on a violation. Returns the bytes in use in the small tier.
-    /// Slow: for tests and fuzzing.
+    /// What a free left to do: a run to give back, or a burst's end.
+    #[inline]
+    fn after_free(&self, arena: &mut Arena, freed: Freed) {
+        match freed {
+            Freed::Done => {}
+            // SAFETY: the run was unlinked and is ours alone.
+            Freed::ReleaseRun(mem, bytes, region) => unsafe {
+                self.release_run(mem, bytes, region, self.tuning.trim_threshold())
+            },
+            Freed::Idle => self.idle(arena),
+        }
+    }
+
+    #[cold]
+    fn idle(&self, arena: &mut Arena) {
+        self.drain_empty(arena);
+        if self.core.lock().live_bytes() == 0 {
+            self.give_back_all();
+        }
+    }
+
+    /// Checks every invariant of every tier (heaps, arenas, runs, regions);
+    /// stops the process on a violation. Returns the bytes in use in the
+    /// small tier. Slow: for tests and fuzzing; no other thread may be in
+    /// the allocator meanwhile.
     pub fn validate(&self) -> usize {
-        let solo = self.enter_locked();
         let mut small = 0;
+        for (index, heap) in self.heaps.iter().enumerate() {
+            // SAFETY: no other thread is in the allocator (documented duty).
+            small += unsafe { (*heap.arena_shared()).validate() };
+            // SAFETY: as above; the list is this heap's.
+            unsafe { small::validate_remote(heap.remote_list(), index) };
+        }
         for arena in &self.arenas {
             small += arena.lock().validate();
         }
         self.core.lock().validate();
-        self.leave_locked(solo);
         small
     }
 
@@ -243,28 +290,17 @@ impl<S: Source> NolibcAlloc<S> {
         self.core.lock().region_count()
     }
 
-    /// Locks an arena for the calling thread. Where the thread has an
-    /// identity (a C library's thread pointer), the thread claims an arena
-    /// of its own the first time and keeps it: two threads then never share
-    /// one while there are arenas left. Otherwise (no C library, or all
-    /// arenas claimed) the arena the caller's stack address suggests is
-    /// tried, then the first free one after it.
-    #[inline]
+    /// Number of thread heaps claimed (for tests).
+    pub fn heaps_claimed(&self) -> usize {
+        self.heaps.iter().filter(|h| !h.is_free()).count()
+    }
+
+    /// Locks a locked arena for the calling thread (one without a heap):
+    /// the one its stack address suggests, else the first free one after it.
+    #[cold]
     fn lock_arena(&self) -> (usize, Guard<'_, Arena>) {
-        let tp = lock::thread_pointer();
-        if tp != 0 {
-            let hint = hash_to_arena(tp >> 12);
-            for i in 0..ARENA_COUNT {
-                let index = (hint + i) % ARENA_COUNT;
-                let owner = self.owners[index].load(Relaxed);
-                if owner == tp || (owner == 0 && self.owners[index].compare_exchange(0, tp, Relaxed, Relaxed).is_ok()) {
-                    return (index, self.arenas[index].lock());
-                }
-            }
-        }
-        let marker = 0u8;
-        let sp = ptr::addr_of!(marker) as usize;
-        let hint = hash_to_arena(sp >> 16);
+        let hint = (heap::stack_pointer() >> 16).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2);
+        let hint = hint % ARENA_COUNT;
         for i in 0..ARENA_COUNT {
             let index = (hint + i) % ARENA_COUNT;
             if let Some(guard) = self.arenas[index].try_lock() {
@@ -276,20 +312,46 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[inline]
     fn alloc_small(&self, class: usize) -> *mut u8 {
-        if self.solo.enter(&self.os.source) {
-            // SAFETY: solo mode: no other thread is in the allocator.
-            let arena = unsafe { self.arenas[0].get_unchecked() };
-            let p = match arena.alloc(class) {
-                Some(p) => p.as_ptr(),
-                None => self.alloc_from_new_run(arena, 0, class),
-            };
-            self.solo.leave();
-            return p;
+        let id = self.os.source.thread_identity();
+        if id != 0 {
+            let heap = &self.heaps[heap::home(id)];
+            if heap.is_mine(id) {
+                // SAFETY: the calling thread owns the heap.
+                if let Some(p) = unsafe { heap.arena() }.alloc(class) {
+                    return p.as_ptr();
+                }
+            }
+            return self.alloc_small_slow(id, class);
         }
+        self.alloc_locked(class)
+    }
+
+    /// A slot for a thread with an identity, the fast path having failed:
+    /// its heap found (or claimed), slots freed by other threads taken back,
+    /// a new run if the class has none.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_slow(&self, id: usize, class: usize) -> *mut u8 {
+        let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
+            return self.alloc_locked(class);
+        };
+        let heap = &self.heaps[index];
+        // SAFETY: `find` returned a heap the calling thread owns.
+        let arena = unsafe { heap.arena() };
+        self.drain_remote(heap, arena);
+        match arena.alloc(class) {
+            Some(p) => p.as_ptr(),
+            None => self.alloc_from_new_run(arena, index, class),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_locked(&self, class: usize) -> *mut u8 {
         let (index, mut arena) = self.lock_arena();
         match arena.alloc(class) {
             Some(p) => p.as_ptr(),
-            None => self.alloc_from_new_run(&mut arena, index, class),
+            None => self.alloc_from_new_run(&mut arena, HEAP_COUNT + index, class),
         }
     }
 
@@ -317,38 +379,59 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` is a live slot of `class` (checked in part).
     #[inline]
-    unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
+    unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize, call: Call) {
         // SAFETY: the caller vouches for the slot; `run_of` checks it.
-        let Some(run) = (unsafe { small::run_of(ptr, class) }) else {
-            self.bad_pointer(ptr)
+        let Some(run) = (unsafe { small::run_of(ptr, class, call) }) else {
+            self.bad_pointer(ptr, call)
         };
         // SAFETY: `run` was checked.
+        unsafe { self.free_slot(run, ptr, call) }
+    }
+
+    /// Frees a slot of a checked run: into the caller's own heap, onto the
+    /// remote list of the heap that owns the run, or into a locked arena.
+    ///
+    /// # Safety
+    /// `ptr` is a live slot of `run`, checked by `run_of` or `find_run`.
+    #[inline]
+    unsafe fn free_slot(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, call: Call) {
+        // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
-        if index >= ARENA_COUNT {
-            fault(Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
-        }
-        let trim = self.tuning.trim_threshold();
-        let freed = if self.solo.enter(&self.os.source) {
-            // SAFETY: solo mode: no other thread is in the allocator; the run
-            // belongs to that arena.
-            let freed = unsafe { self.arenas[index].get_unchecked().free(run, ptr, trim) };
-            self.solo.leave();
-            freed
-        } else {
-            // SAFETY: the run belongs to that arena.
-            unsafe { self.arenas[index].lock().free(run, ptr, trim) }
-        };
-        match freed {
-            Freed::Done => {}
-            // SAFETY: the run was unlinked and is ours alone.
-            Freed::ReleaseRun(mem, bytes, region) => unsafe { self.release_run(mem, bytes, region, trim) },
-            Freed::Idle => {
-                self.drain_arena(index);
-                if self.core.lock().live_bytes() == 0 {
-                    self.give_back_all();
+        if index < HEAP_COUNT {
+            let heap = &self.heaps[index];
+            let id = self.os.source.thread_identity();
+            if id != 0 && heap.is_mine(id) {
+                // SAFETY: the calling thread owns the heap and the run is one of its.
+                unsafe {
+                    let arena = heap.arena();
+                    let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false, call);
+                    if !matches!(freed, Freed::Done) {
+                        self.after_free(arena, freed);
+                    }
+                }
+            } else {
+                // SAFETY: a live slot of one of the heap's runs (its boundary
+                // checked here: the owner takes it back unchecked).
+                unsafe {
+                    small::check_slot(run, ptr, call);
+                    heap.push_remote(run, ptr, call);
                 }
             }
+            return;
         }
+        self.free_locked(run, ptr, index, call);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_locked(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, index: usize, call: Call) {
+        let Some(arena) = self.arenas.get(index.wrapping_sub(HEAP_COUNT)) else {
+            fault_in(call, Fault::Corrupt("run arena"), ptr.as_ptr() as usize);
+        };
+        let mut arena = arena.lock();
+        // SAFETY: the run belongs to that arena, whose lock is held.
+        let freed = unsafe { arena.free(run, ptr, self.tuning.trim_threshold(), false, call) };
+        self.after_free(&mut arena, freed);
     }
 
     /// Gives an empty run back to the core, which keeps it dirty for reuse
@@ -397,6 +480,7 @@ impl<S: Source> NolibcAlloc<S> {
                         v.bytes,
                         v.region,
                         self.tuning.trim_threshold(),
+                        None,
                     )
                 };
             }
@@ -439,6 +523,22 @@ impl<S: Source> NolibcAlloc<S> {
         }
     }
 
+    /// `size` bytes aligned to 16 (C's `malloc`): the smallest classes by a
+    /// shift, everything else through [`GlobalAlloc::alloc`]. Null when out
+    /// of memory or too large.
+    #[inline]
+    pub fn alloc_aligned16(&self, size: usize) -> *mut u8 {
+        if size <= 1024 && size < self.tuning.mmap_threshold() {
+            // The 16-byte classes: size 0 counts as 1.
+            return self.alloc_small(size.saturating_sub(1) >> 4);
+        }
+        match Layout::from_size_align(size, 16) {
+            // SAFETY: a non-zero size (above 1024).
+            Ok(layout) => unsafe { self.alloc(layout) },
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
     /// The size class serving `size` and `align`, if the small tier does.
     #[inline]
     fn small_class(&self, size: usize, align: usize) -> Option<usize> {
@@ -457,24 +557,24 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` was returned by this allocator for `layout` and is live (checked in part).
     #[inline]
-    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout, probe: bool) -> Block {
+    unsafe fn locate(&self, ptr: NonNull<u8>, layout: Layout, probe: bool, call: Call) -> Block {
         if let Some(class) = self.small_class(layout.size(), layout.align()) {
             return Block::Small(class);
         }
         let header = ptr.as_ptr().wrapping_sub(HEADER_BYTES);
         if fault::CHECKS && probe && !self.os.source.is_mapped(header) {
-            fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
         }
         // SAFETY: non-slot blocks have a header, and its page is mapped.
-        let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr) }) else {
-            self.bad_pointer(ptr)
+        let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr, call) }) else {
+            self.bad_pointer(ptr, call)
         };
         // The owner's header lies in the same region or mapping as the block.
         let Some(owner) = NonNull::new(ptr.as_ptr().with_addr(owner)) else {
-            fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
         };
         if len < pad + layout.size() {
-            fault(Fault::WrongLayout, ptr.as_ptr() as usize);
+            fault_in(call, Fault::WrongLayout, ptr.as_ptr() as usize);
         }
         match kind {
             Owner::Medium => Block::Medium {
@@ -488,7 +588,7 @@ impl<S: Source> NolibcAlloc<S> {
 
     /// # Safety
     /// `ptr` is a live non-slot block (checked in part).
-    unsafe fn free_block(&self, ptr: NonNull<u8>, block: Block) {
+    unsafe fn free_block(&self, ptr: NonNull<u8>, block: Block, call: Call) {
         // SAFETY: the caller vouches for the block; its header was checked.
         unsafe { large::mark_freed(ptr) };
         match block {
@@ -499,7 +599,15 @@ impl<S: Source> NolibcAlloc<S> {
                     // SAFETY: the block came from this region's heap with this length.
                     let release = unsafe {
                         let base = NonNull::new_unchecked(ptr.as_ptr().sub(pad));
-                        core.dealloc(&self.os, base, len, 16, region, self.tuning.trim_threshold())
+                        core.dealloc(
+                            &self.os,
+                            base,
+                            len,
+                            16,
+                            region,
+                            self.tuning.trim_threshold(),
+                            Some(call),
+                        )
                     };
                     (release, core.idle_after_burst())
                 };
@@ -526,7 +634,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// `ptr` is live and was allocated for `layout`.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>, layout: Layout) -> usize {
         // SAFETY: forwarded.
-        match unsafe { self.locate(ptr, layout, false) } {
+        match unsafe { self.locate(ptr, layout, false, Call::UsableSize) } {
             Block::Small(class) => CLASSES[class].size as usize,
             Block::Medium { len, pad, .. } | Block::Large { len, pad, .. } => len - pad,
         }
@@ -538,14 +646,14 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// `ptr` was returned by this allocator and is live (checked in part).
-    unsafe fn locate_unsized(&self, ptr: NonNull<u8>) -> (Block, usize) {
+    unsafe fn locate_unsized(&self, ptr: NonNull<u8>, call: Call) -> (Block, usize) {
         // Slots start at least 64 bytes into their run, blocks have their
         // header: the 32 bytes in front are readable either way.
         // SAFETY: see above.
         if unsafe { large::has_header(ptr) } {
             // SAFETY: a live header.
-            let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr) }) else {
-                self.bad_pointer(ptr)
+            let Some((kind, owner, len, pad)) = (unsafe { large::read_header(ptr, call) }) else {
+                self.bad_pointer(ptr, call)
             };
             let owner = ptr.as_ptr().with_addr(owner);
             // SAFETY: owner addresses are never null.
@@ -561,9 +669,13 @@ impl<S: Source> NolibcAlloc<S> {
             return (block, len - pad);
         }
         // SAFETY: not a block with a header, so a slot.
-        match unsafe { small::find_run(ptr, |_| true) } {
-            Some((_, class)) => (Block::Small(class), CLASSES[class].size as usize),
-            None => self.bad_pointer(ptr),
+        match unsafe { small::find_run(ptr, |_| true, call) } {
+            Some((run, class)) => {
+                // SAFETY: a live run.
+                unsafe { small::check_slot(run, ptr, call) };
+                (Block::Small(class), CLASSES[class].size as usize)
+            }
+            None => self.bad_pointer(ptr, call),
         }
     }
 
@@ -573,18 +685,21 @@ impl<S: Source> NolibcAlloc<S> {
     /// that what it reads is mapped.
     #[cold]
     #[inline(never)]
-    fn bad_pointer(&self, ptr: NonNull<u8>) -> ! {
+    fn bad_pointer(&self, ptr: NonNull<u8>, call: Call) -> ! {
         let addr = ptr.as_ptr() as usize;
         let readable = |p: *const u8| self.os.source.is_mapped(p);
         // SAFETY: the header bytes are read only if their page is mapped.
         if readable(ptr.as_ptr().wrapping_sub(HEADER_BYTES)) && unsafe { large::has_header(ptr) } {
-            fault(Fault::WrongLayout, addr);
+            fault_in(call, Fault::WrongLayout, addr);
         }
-        // SAFETY: every probed address is checked to be mapped first.
-        if unsafe { small::find_run(ptr, readable) }.is_some() {
-            fault(Fault::WrongLayout, addr);
+        // SAFETY: every probed address is checked to be mapped first; a run
+        // found is live.
+        if let Some((run, _)) = unsafe { small::find_run(ptr, readable, call) } {
+            // SAFETY: as above.
+            unsafe { small::check_slot(run, ptr, call) };
+            fault_in(call, Fault::WrongLayout, addr);
         }
-        fault(Fault::InvalidPointer, addr)
+        fault_in(call, Fault::InvalidPointer, addr)
     }
 
     /// Frees a block knowing only its address (C's `free`).
@@ -594,8 +709,15 @@ impl<S: Source> NolibcAlloc<S> {
     pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
         // SAFETY: forwarded.
         unsafe {
-            let (block, _) = self.locate_unsized(ptr);
-            self.dealloc_located(ptr, block);
+            if !large::has_header(ptr) {
+                // Not a block with a header, so a slot (the common case).
+                match small::find_run(ptr, |_| true, Call::CFree) {
+                    Some((run, _)) => return self.free_slot(run, ptr, Call::CFree),
+                    None => self.bad_pointer(ptr, Call::CFree),
+                }
+            }
+            let (block, _) = self.locate_unsized(ptr, Call::CFree);
+            self.dealloc_located(ptr, block, Call::CFree);
         }
     }
 
@@ -606,7 +728,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// `ptr` was returned by this allocator and is live.
     pub unsafe fn usable_size_unsized(&self, ptr: NonNull<u8>) -> usize {
         // SAFETY: forwarded.
-        unsafe { self.locate_unsized(ptr).1 }
+        unsafe { self.locate_unsized(ptr, Call::CUsableSize).1 }
     }
 
     /// Resizes a block knowing only its address (C's `realloc`): keeps
@@ -621,8 +743,8 @@ impl<S: Source> NolibcAlloc<S> {
         }
         // SAFETY: forwarded.
         unsafe {
-            let (block, usable) = self.locate_unsized(ptr);
-            self.realloc_located(ptr, block, usable, align, new_size)
+            let (block, usable) = self.locate_unsized(ptr, Call::CRealloc);
+            self.realloc_located(ptr, block, usable, align, new_size, Call::CRealloc)
         }
     }
 
@@ -639,6 +761,7 @@ impl<S: Source> NolibcAlloc<S> {
         old_size: usize,
         align: usize,
         new_size: usize,
+        call: Call,
     ) -> *mut u8 {
         match block {
             Block::Small(class) => {
@@ -693,7 +816,7 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: both blocks are live and distinct; copy what both hold.
             unsafe {
                 ptr::copy_nonoverlapping(ptr.as_ptr(), new, old_size.min(new_size));
-                self.dealloc_located(ptr, block);
+                self.dealloc_located(ptr, block, call);
             }
         }
         new
@@ -702,12 +825,12 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` is a live block located as `block`.
     #[inline]
-    unsafe fn dealloc_located(&self, ptr: NonNull<u8>, block: Block) {
+    unsafe fn dealloc_located(&self, ptr: NonNull<u8>, block: Block, call: Call) {
         match block {
             // SAFETY: located as a slot of this class.
-            Block::Small(class) => unsafe { self.free_small(ptr, class) },
+            Block::Small(class) => unsafe { self.free_small(ptr, class, call) },
             // SAFETY: located as a block with a header.
-            other => unsafe { self.free_block(ptr, other) },
+            other => unsafe { self.free_block(ptr, other, call) },
         }
     }
 }
@@ -744,8 +867,8 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
         let Some(ptr) = NonNull::new(ptr) else { return };
         // SAFETY: the caller vouches for ptr and layout.
         unsafe {
-            let block = self.locate(ptr, layout, true);
-            self.dealloc_located(ptr, block)
+            let block = self.locate(ptr, layout, true, Call::Dealloc);
+            self.dealloc_located(ptr, block, Call::Dealloc)
         }
     }
 
@@ -755,12 +878,12 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
             return ptr::null_mut();
         }
         let Some(ptr) = NonNull::new(ptr) else {
-            fault(Fault::InvalidPointer, 0);
+            fault_in(Call::Realloc, Fault::InvalidPointer, 0);
         };
         // SAFETY: forwarded from the caller.
         unsafe {
-            let block = self.locate(ptr, layout, false);
-            self.realloc_located(ptr, block, layout.size(), layout.align(), new_size)
+            let block = self.locate(ptr, layout, false, Call::Realloc);
+            self.realloc_located(ptr, block, layout.size(), layout.align(), new_size, Call::Realloc)
         }
     }
 }

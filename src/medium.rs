@@ -11,7 +11,7 @@ use core::ptr::{self, NonNull};
 
 use linked_list_allocator::Heap;
 
-use crate::fault::{fault, Fault};
+use crate::fault::{fault, fault_in, Call, Fault};
 use crate::os::{align_up, Os, Source};
 
 /// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
@@ -202,7 +202,9 @@ impl Core {
     ///
     /// # Safety
     /// `ptr` was returned by [`Core::alloc`] with this `size` and `align`, and
-    /// `region` with it.
+    /// `region` with it. `call` names the entry point in a fault message
+    /// (`None` for the allocator's own returns of runs).
+    #[allow(clippy::too_many_arguments)] // the call name rides along for the cold fault
     pub(crate) unsafe fn dealloc<S: Source>(
         &mut self,
         os: &Os<S>,
@@ -211,13 +213,17 @@ impl Core {
         align: usize,
         region: NonNull<Region>,
         trim_threshold: usize,
+        call: Option<Call>,
     ) -> Release {
         let region = region.as_ptr();
         // SAFETY: the caller vouches for block and region.
         let r = unsafe { &mut *region };
         let addr = ptr.as_ptr() as usize;
         if addr < r.heap.bottom() as usize || addr >= r.heap.top() as usize {
-            fault(Fault::InvalidPointer, addr);
+            match call {
+                Some(call) => fault_in(call, Fault::InvalidPointer, addr),
+                None => fault(Fault::InvalidPointer, addr),
+            }
         }
         // SAFETY: the layout is valid: it was valid when allocated.
         let layout = unsafe { Layout::from_size_align_unchecked(size, align) };

@@ -138,28 +138,30 @@ pub unsafe trait Source {
     /// The caller owns the mapping; after a move the old address is invalid.
     unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>>;
 
-    /// The initial stack address of the main thread (`startstack`), if known.
-    /// With [`Source::barrier_all_threads`] it lets a single-threaded
-    /// process skip its locks.
-    fn main_thread_stack(&self) -> Option<usize> {
-        None
-    }
-
-    /// Makes [`Source::barrier_all_threads`] usable; returns whether it is.
-    fn prepare_barrier(&self) -> bool {
-        false
-    }
-
-    /// Runs a full memory barrier on every running thread of the process
-    /// (membarrier); returns whether it did.
-    fn barrier_all_threads(&self) -> bool {
-        false
-    }
-
     /// Whether the page holding `addr` is mapped (a check before reading
     /// memory that may have been unmapped by a double free).
     fn is_mapped(&self, addr: *const u8) -> bool {
         let _ = addr;
+        true
+    }
+
+    /// The calling thread's identity: a value unique to each live thread,
+    /// never 0 nor 1 and a multiple of 4; 0 where the thread has none to
+    /// trust (then the thread uses the locked arenas).
+    #[inline(always)]
+    fn thread_identity(&self) -> usize {
+        0
+    }
+
+    /// The calling thread's kernel id; 0 if unknown.
+    fn thread_id(&self) -> u32 {
+        0
+    }
+
+    /// Whether thread `tid` of this process still exists (a heap whose
+    /// owner does not may be adopted). When unsure: `true`.
+    fn thread_alive(&self, tid: u32) -> bool {
+        let _ = tid;
         true
     }
 
@@ -232,59 +234,25 @@ unsafe impl Source for Linux {
         let _ = unsafe { sys::madvise(ptr.as_ptr() as usize, len, sys::MADV_DONTNEED) };
     }
 
+    #[inline(always)]
+    fn thread_identity(&self) -> usize {
+        crate::identity::thread_pointer()
+    }
+
+    fn thread_id(&self) -> u32 {
+        sys::gettid() as u32
+    }
+
+    fn thread_alive(&self, tid: u32) -> bool {
+        sys::tgkill(sys::getpid(), tid as i32, 0) != Err(sys::Errno::ESRCH)
+    }
+
     fn is_mapped(&self, addr: *const u8) -> bool {
         let page = self.page_size();
         // madvise(MADV_NORMAL) changes nothing and fails with ENOMEM on a hole.
         // SAFETY: MADV_NORMAL has no effect on the contents.
         unsafe { sys::madvise(addr as usize & !(page - 1), page, sys::MADV_NORMAL) }.is_ok()
     }
-
-    fn main_thread_stack(&self) -> Option<usize> {
-        match MAIN_STACK.load(Ordering::Relaxed) {
-            0 => read_start_stack(),
-            known => Some(known),
-        }
-    }
-
-    fn prepare_barrier(&self) -> bool {
-        !cfg!(miri) && sys::membarrier(sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_ok()
-    }
-
-    fn barrier_all_threads(&self) -> bool {
-        sys::membarrier(sys::MEMBARRIER_CMD_PRIVATE_EXPEDITED).is_ok()
-    }
-}
-
-/// The main thread's initial stack address, 0 until told.
-static MAIN_STACK: AtomicUsize = AtomicUsize::new(0);
-
-/// Tells the allocator where the main thread's stack starts (the runtime
-/// passes its entry stack pointer); otherwise it reads `/proc/self/stat`.
-pub fn set_main_thread_stack(addr: usize) {
-    MAIN_STACK.store(addr, Ordering::Relaxed);
-}
-
-/// Field 28 (`startstack`) of `/proc/self/stat`, without allocating.
-fn read_start_stack() -> Option<usize> {
-    if cfg!(miri) {
-        return None;
-    }
-    let mut buf = [0u8; 1024];
-    let len = read_file(b"/proc/self/stat\0", &mut buf)?;
-    // The command name (field 2) may hold spaces: count from its closing ')'.
-    let close = buf[..len].iter().rposition(|&b| b == b')')?;
-    let field = buf[close + 1..len]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .nth(25)?;
-    let mut value = 0usize;
-    for &digit in field {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add((digit - b'0') as usize)?;
-    }
-    (value != 0).then_some(value)
 }
 
 /// A [`Source`] with the counters of [`crate::stats`]: every call the tiers

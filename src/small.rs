@@ -10,19 +10,30 @@
 //! cache of empty runs (bounded by the trim threshold).
 
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
-use crate::fault::{fault, Fault, CHECKS};
+use crate::fault::{fault, fault_in, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
 const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
 /// Mixed into a free slot's address to make its marker.
 const FREE_MAGIC: usize = 0x6672_6565_736c_6f74u64 as usize; // "freeslot"
+/// Mixed into a remotely freed slot's address and its run's to make its
+/// marker (the owner recovers the run from it).
+const REMOTE_MAGIC: usize = 0x7265_6d6f_7465_6672u64 as usize; // "remotefr"
+
+/// The check word of a live run at `run_addr` of `run_bytes` (the size is
+/// in it, so that probing by address alone tells the run sizes apart).
+#[inline(always)]
+fn run_check(run_addr: usize, run_bytes: usize) -> usize {
+    run_addr ^ RUN_MAGIC ^ run_bytes
+}
 
 /// Header at the start of every run.
 #[repr(C)]
 pub(crate) struct Run {
-    /// `address of this run ^ RUN_MAGIC` while the run is live, 0 after.
+    /// [`run_check`] of the run's address and size while the run is live, 0 after.
     check: usize,
     /// Index of the arena whose lock guards this run.
     pub(crate) arena: usize,
@@ -69,10 +80,12 @@ pub(crate) struct Arena {
     classes: [ClassList; CLASS_COUNT],
     /// Bytes of runs that are empty but kept.
     cached_empty_bytes: usize,
-    /// Bytes in slots handed out.
-    pub(crate) in_use_bytes: usize,
-    /// Highest `in_use_bytes` seen.
-    pub(crate) peak_in_use_bytes: usize,
+    /// Bytes in slots handed out (slots freed by other threads count until
+    /// the owner takes them back). Written by the arena's owner only (plain
+    /// load and store), read by anyone.
+    pub(crate) in_use_bytes: AtomicUsize,
+    /// Highest `in_use_bytes` seen (same rules).
+    pub(crate) peak_in_use_bytes: AtomicUsize,
     /// Highest `in_use_bytes` since the arena was last idle.
     burst_peak_bytes: usize,
 }
@@ -99,16 +112,16 @@ impl Arena {
         Arena {
             classes: [ClassList { head: ptr::null_mut() }; CLASS_COUNT],
             cached_empty_bytes: 0,
-            in_use_bytes: 0,
-            peak_in_use_bytes: 0,
+            in_use_bytes: AtomicUsize::new(0),
+            peak_in_use_bytes: AtomicUsize::new(0),
             burst_peak_bytes: 0,
         }
     }
 
     /// Takes a slot of `class` if a run has one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let run = self.classes[class].head;
+        let run = self.classes.get(class)?.head;
         if run.is_null() {
             return None;
         }
@@ -134,7 +147,7 @@ impl Arena {
         // header; nobody else sees it yet.
         unsafe {
             run.write(Run {
-                check: run as usize ^ RUN_MAGIC,
+                check: run_check(run as usize, info.run_bytes as usize),
                 arena: arena_index,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -181,41 +194,81 @@ impl Arena {
             if (*run).live == info.slots {
                 self.unlink(run);
             }
-            self.in_use_bytes += info.size as usize;
-            if self.in_use_bytes > self.burst_peak_bytes {
-                self.burst_peak_bytes = self.in_use_bytes;
-                self.peak_in_use_bytes = self.peak_in_use_bytes.max(self.in_use_bytes);
+            let in_use = self.in_use_bytes.load(Relaxed) + info.size as usize;
+            self.in_use_bytes.store(in_use, Relaxed);
+            if in_use > self.burst_peak_bytes {
+                self.new_peak(in_use);
             }
             NonNull::new_unchecked(slot)
         }
     }
 
-    /// Returns a slot of `run`.
+    #[cold]
+    #[inline(never)]
+    fn new_peak(&mut self, in_use: usize) {
+        self.burst_peak_bytes = in_use;
+        if in_use > self.peak_in_use_bytes.load(Relaxed) {
+            self.peak_in_use_bytes.store(in_use, Relaxed);
+        }
+    }
+
+    /// Returns a slot of `run`; `drained`: the slot comes off a remote list
+    /// (already checked when it was pushed).
     ///
     /// # Safety
     /// `run` was checked by [`run_of`] and belongs to this arena.
-    #[inline]
-    pub(crate) unsafe fn free(&mut self, run: NonNull<Run>, ptr: NonNull<u8>, trim_threshold: usize) -> Freed {
+    #[inline(always)]
+    pub(crate) unsafe fn free(
+        &mut self,
+        run: NonNull<Run>,
+        ptr: NonNull<u8>,
+        trim_threshold: usize,
+        drained: bool,
+        call: Call,
+    ) -> Freed {
         let run = run.as_ptr();
         // SAFETY: `run_of` checked the header; this arena's lock is held.
         unsafe {
             let info = &CLASSES[(*run).class as usize];
-            if CHECKS {
-                let (index, _) = info.slot_of(ptr.as_ptr() as usize - run as usize - info.slot0 as usize);
-                if index >= (*run).bump as usize {
-                    fault(Fault::InvalidPointer, ptr.as_ptr() as usize);
+            if CHECKS && !drained {
+                let off = ptr.as_ptr() as usize - run as usize;
+                let slot0 = info.slot0 as usize;
+                if off < slot0 || {
+                    let (index, on_boundary) = info.slot_of(off - slot0);
+                    !on_boundary || index >= (*run).bump as usize
+                } {
+                    fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
                 }
             }
             let slot = ptr.as_ptr().cast::<FreeSlot>();
             let marker = slot as usize ^ FREE_MAGIC;
-            if CHECKS && (*slot).marker == marker {
-                fault(Fault::DoubleFree, ptr.as_ptr() as usize);
+            if CHECKS && !drained && ((*slot).marker == marker || (*slot).marker == remote_marker(run, slot.cast())) {
+                fault_in(call, Fault::DoubleFree, ptr.as_ptr() as usize);
             }
             (*slot).next = (*run).free;
             (*slot).marker = marker;
             (*run).free = slot;
             (*run).live -= 1;
-            self.in_use_bytes -= info.size as usize;
+            let in_use = self.in_use_bytes.load(Relaxed) - info.size as usize;
+            self.in_use_bytes.store(in_use, Relaxed);
+            if (*run).listed && (*run).live > 0 {
+                return Freed::Done;
+            }
+            self.free_tail(run, in_use, trim_threshold)
+        }
+    }
+
+    /// The rare end of a free: the run was full (list it again) or is empty
+    /// now (keep it cached, give it back, or end a burst).
+    ///
+    /// # Safety
+    /// `run` is a live run of this arena, whose slot was just freed.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_tail(&mut self, run: *mut Run, in_use: usize, trim_threshold: usize) -> Freed {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let info = &CLASSES[(*run).class as usize];
             if !(*run).listed {
                 self.push(run);
             }
@@ -226,7 +279,7 @@ impl Arena {
             // The last block of a burst was just freed: give every empty
             // run back. (A loop that allocates and frees one block makes
             // no burst: its run stays cached.)
-            if self.in_use_bytes == 0 && self.burst_peak_bytes >= crate::medium::IDLE_PURGE_MIN_BYTES {
+            if in_use == 0 && self.burst_peak_bytes >= crate::medium::IDLE_PURGE_MIN_BYTES {
                 self.burst_peak_bytes = 0;
                 self.cached_empty_bytes += bytes;
                 return Freed::Idle;
@@ -241,20 +294,22 @@ impl Arena {
         }
     }
 
-    /// Offers every cached empty run to `take` (run, bytes, region); unlinks
-    /// those it accepts (it returns `true`).
-    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, *mut u8) -> bool) {
+    /// Unlinks every cached empty run and hands it to `take` (run, bytes,
+    /// region), which owns it from then on.
+    pub(crate) fn drain_empty(&mut self, mut take: impl FnMut(NonNull<u8>, usize, *mut u8)) {
         for (class, info) in CLASSES.iter().enumerate() {
             let mut run = self.classes[class].head;
             while !run.is_null() {
-                // SAFETY: listed runs are live runs of this arena.
+                // SAFETY: listed runs are live runs of this arena; a run is
+                // unlinked before it is handed over (which overwrites it).
                 unsafe {
                     let next = (*run).next;
                     let bytes = info.run_bytes as usize;
-                    if (*run).live == 0 && take(NonNull::new_unchecked(run.cast()), bytes, (*run).region) {
+                    if (*run).live == 0 {
                         self.unlink(run);
                         self.cached_empty_bytes -= bytes;
                         (*run).check = 0;
+                        take(NonNull::new_unchecked(run.cast()), bytes, (*run).region);
                     }
                     run = next;
                 }
@@ -309,7 +364,10 @@ impl Arena {
                 // SAFETY: listed runs are live.
                 unsafe {
                     let r = &*run;
-                    check(r.check == run as usize ^ RUN_MAGIC, "run check word");
+                    check(
+                        r.check == run_check(run as usize, info.run_bytes as usize),
+                        "run check word",
+                    );
                     check(r.class as usize == class, "run in the list of its class");
                     check(r.prev == prev, "run list back link");
                     check(r.listed && r.live < info.slots, "listed iff a slot is free");
@@ -323,7 +381,7 @@ impl Arena {
             }
         }
         check(cached == self.cached_empty_bytes, "cached empty bytes");
-        self.in_use_bytes
+        self.in_use_bytes.load(Relaxed)
     }
 }
 
@@ -363,6 +421,82 @@ fn check(ok: bool, what: &'static str) {
     }
 }
 
+/// The marker of a slot of `run` on a remote list.
+#[inline(always)]
+fn remote_marker(run: *mut Run, slot: *mut u8) -> usize {
+    run as usize ^ slot as usize ^ REMOTE_MAGIC
+}
+
+/// Marks a slot freed by a thread that does not own its run, before it is
+/// pushed onto the owner's remote list; stops the process on a double free.
+///
+/// # Safety
+/// `ptr` is a live slot of `run` (checked by [`run_of`]).
+#[inline]
+pub(crate) unsafe fn mark_remote(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
+    let slot = ptr.as_ptr().cast::<FreeSlot>();
+    let marker = remote_marker(run.as_ptr(), slot.cast());
+    // SAFETY: a live slot is the caller's to write.
+    unsafe {
+        if CHECKS && ((*slot).marker == marker || (*slot).marker == slot as usize ^ FREE_MAGIC) {
+            fault_in(call, Fault::DoubleFree, ptr.as_ptr() as usize);
+        }
+        (*slot).marker = marker;
+    }
+}
+
+/// The run of a slot taken off a remote list, from its marker; checked.
+///
+/// # Safety
+/// `slot` came off a remote list (marked by [`mark_remote`]).
+#[inline]
+pub(crate) unsafe fn run_of_remote(slot: *mut u8) -> NonNull<Run> {
+    // SAFETY: a slot on a remote list holds its marker in the second word.
+    let marker = unsafe { (*slot.cast::<FreeSlot>()).marker };
+    let run = slot.with_addr(marker ^ slot as usize ^ REMOTE_MAGIC).cast::<Run>();
+    let Some(run) = NonNull::new(run) else {
+        fault(Fault::Corrupt("remote slot marker"), slot as usize);
+    };
+    // SAFETY: the marker names the run holding the slot, below it in the same
+    // allocation; the check word tells whether that is still so (the class
+    // byte is read only to find the run size to check it with).
+    let ok = unsafe {
+        let r = run.as_ptr();
+        let bytes = CLASSES.get((*r).class as usize).map_or(0, |i| i.run_bytes as usize);
+        (*r).check == run_check(r as usize, bytes)
+    };
+    if !ok {
+        fault(Fault::Corrupt("remote slot marker"), slot as usize);
+    }
+    run
+}
+
+/// Checks the slots of a remote list: each marked, in a live run of arena
+/// `index`, carved. For tests and fuzzing (nobody may push meanwhile).
+///
+/// # Safety
+/// `list` is a remote list of arena `index`.
+pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
+    let mut n = 0usize;
+    while !slot.is_null() {
+        // SAFETY: the slot came off a remote list; `run_of_remote` checks the run.
+        unsafe {
+            let run = run_of_remote(slot).as_ptr();
+            let info = &CLASSES[(*run).class as usize];
+            check((*run).arena == index, "remote slot of another arena");
+            let off = slot as usize - run as usize - info.slot0 as usize;
+            check(off.is_multiple_of(info.size as usize), "remote slot on a slot boundary");
+            check(
+                off / (info.size as usize) < (*run).bump as usize,
+                "remote slot was carved",
+            );
+            n += 1;
+            check(n < 1 << 40, "remote list has no cycle");
+            slot = *slot.cast::<*mut u8>();
+        }
+    }
+}
+
 /// Finds and checks the run holding a slot of `class` at `ptr`: `None` if
 /// no live run of that class is there (the caller then finds out what the
 /// pointer is, to name the fault); stops the process if the run is there but
@@ -372,7 +506,7 @@ fn check(ok: bool, what: &'static str) {
 /// `ptr` lies in memory the allocator handed out for this class (the
 /// checks catch many violations, not all).
 #[inline]
-pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Run>> {
+pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize, call: Call) -> Option<NonNull<Run>> {
     let info = &CLASSES[class];
     let addr = ptr.as_ptr() as usize;
     let run_addr = addr & !(info.run_bytes as usize - 1);
@@ -380,15 +514,27 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
     // SAFETY: a slot of this class lies in a run whose header starts at the
     // run-aligned address below it, inside the same allocation.
     let r = unsafe { &*run };
-    if CHECKS && (r.check != run_addr ^ RUN_MAGIC || r.class as usize != class) {
+    if CHECKS && (r.check != run_check(run_addr, info.run_bytes as usize) || r.class as usize != class) {
         return None;
     }
-    let off = addr - run_addr;
-    if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
-        fault(Fault::InvalidPointer, addr);
-    }
-    // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
+    let _ = call; // the slot itself is checked where it is freed (`Arena::free`, `check_slot`)
+                  // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
     Some(unsafe { NonNull::new_unchecked(run) })
+}
+
+/// Stops the process unless `ptr` is on a slot boundary of `run`, past the
+/// header (what `Arena::free` checks too, for the paths that do not reach it).
+///
+/// # Safety
+/// `run` is a live run (checked by [`run_of`] or [`find_run`]).
+#[inline]
+pub(crate) unsafe fn check_slot(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
+    // SAFETY: a checked live run.
+    let info = unsafe { &CLASSES[(*run.as_ptr()).class as usize] };
+    let off = ptr.as_ptr() as usize - run.as_ptr() as usize;
+    if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
+        fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
+    }
 }
 
 /// Finds the run holding the slot at `ptr` from the address alone (for
@@ -399,7 +545,11 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize) -> Option<NonNull<Ru
 /// `ptr` lies in a run (the caller has ruled out medium and large blocks),
 /// so every probed address is inside that run and readable — or the caller
 /// checks with `readable` that each probed address can be read.
-pub(crate) unsafe fn find_run(ptr: NonNull<u8>, readable: impl Fn(*const u8) -> bool) -> Option<(NonNull<Run>, usize)> {
+pub(crate) unsafe fn find_run(
+    ptr: NonNull<u8>,
+    readable: impl Fn(*const u8) -> bool,
+    call: Call,
+) -> Option<(NonNull<Run>, usize)> {
     let addr = ptr.as_ptr() as usize;
     for run_bytes in [
         crate::class::RUN_BYTES_SMALL,
@@ -413,10 +563,10 @@ pub(crate) unsafe fn find_run(ptr: NonNull<u8>, readable: impl Fn(*const u8) -> 
         }
         // SAFETY: the run holding `ptr` starts at or below `run_addr`.
         let r = unsafe { &*run };
-        if r.check == run_addr ^ RUN_MAGIC && CLASSES[r.class as usize % CLASS_COUNT].run_bytes as usize == run_bytes {
-            let class = r.class as usize;
-            // SAFETY: a live run header; re-checked with its class.
-            return unsafe { run_of(ptr, class) }.map(|run| (run, class));
+        if r.check == run_check(run_addr, run_bytes) && (r.class as usize) < CLASS_COUNT {
+            let _ = call; // the slot is checked where it is freed
+                          // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
+            return Some((unsafe { NonNull::new_unchecked(run) }, r.class as usize));
         }
     }
     None

@@ -189,6 +189,37 @@ pub fn gettid() -> i32 {
     unsafe { raw_syscall!(Sysno::gettid) as i32 }
 }
 
+/// `tgkill(tgid, tid, sig)`; signal 0 only checks that the thread exists.
+#[inline]
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: sends a signal (or none); touches no memory of ours.
+    unsafe { syscall!(Sysno::tgkill, tgid, tid, sig).map(drop) }
+}
+
+/// The `%fs` base of the calling thread (`arch_prctl(ARCH_GET_FS)`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn fs_base() -> Result<usize, Errno> {
+    const ARCH_GET_FS: usize = 0x1003;
+    let mut base = 0usize;
+    // SAFETY: the kernel writes one word to `base`.
+    unsafe { syscall!(Sysno::arch_prctl, ARCH_GET_FS, core::ptr::addr_of_mut!(base) as usize) }?;
+    Ok(base)
+}
+
+/// Sets the `%fs` base of the calling thread (`arch_prctl(ARCH_SET_FS)`).
+///
+/// # Safety
+/// Code that reads thread-local storage through `%fs` (a C library, std)
+/// must not run in this thread until a valid base is set again.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub unsafe fn set_fs_base(base: usize) -> Result<(), Errno> {
+    const ARCH_SET_FS: usize = 0x1002;
+    // SAFETY: changes only this thread's %fs base; the caller's duty above.
+    unsafe { syscall!(Sysno::arch_prctl, ARCH_SET_FS, base).map(drop) }
+}
+
 /// `kill(pid, sig)`.
 #[inline]
 pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
@@ -225,20 +256,6 @@ pub fn abort() -> ! {
     const SIGABRT: i32 = 6;
     let _ = kill(getpid(), SIGABRT);
     exit_group(128 + SIGABRT)
-}
-
-/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`.
-pub const MEMBARRIER_CMD_PRIVATE_EXPEDITED: usize = 1 << 3;
-/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`.
-pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: usize = 1 << 4;
-
-/// `membarrier(cmd, 0, 0)`: with `MEMBARRIER_CMD_PRIVATE_EXPEDITED`, every
-/// running thread of the process executes a full memory barrier before it
-/// returns (Linux 4.14; the process must have registered first).
-#[inline]
-pub fn membarrier(cmd: usize) -> Result<usize, Errno> {
-    // SAFETY: touches no memory of ours.
-    unsafe { syscall!(Sysno::membarrier, cmd, 0, 0) }
 }
 
 /// `CLONE_VM`: share the address space.
@@ -344,20 +361,6 @@ pub fn exit_thread(code: i32) -> ! {
     loop {
         core::hint::spin_loop();
     }
-}
-
-/// `arch_prctl(ARCH_SET_FS, base)`: sets the `%fs` base, the thread pointer
-/// on x86_64.
-///
-/// # Safety
-/// Code that reads `%fs:` relative memory (the allocator reads `%fs:0`)
-/// must find what it expects at `base` for as long as it stays set.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub unsafe fn set_fs_base(base: usize) -> Result<(), Errno> {
-    const ARCH_SET_FS: usize = 0x1002;
-    // SAFETY: the caller vouches for the block at `base`.
-    unsafe { syscall!(Sysno::arch_prctl, ARCH_SET_FS, base).map(drop) }
 }
 
 /// `clone(CLONE_THREAD_FLAGS, stack, parent_tid, child_tid, tls)`: starts a

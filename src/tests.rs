@@ -351,7 +351,7 @@ fn sixty_four_k_pages() {
 }
 
 #[test]
-#[should_panic(expected = "nolibc-alloc: double free")]
+#[should_panic(expected = "nolibc-alloc: dealloc: double free")]
 fn double_free_of_a_slot_is_caught() {
     with_alloc(mmap_config(), 0, 4096, |a| {
         let l = Layout::from_size_align(48, 8).unwrap();
@@ -367,7 +367,7 @@ fn double_free_of_a_slot_is_caught() {
 }
 
 #[test]
-#[should_panic(expected = "nolibc-alloc: double free")]
+#[should_panic(expected = "nolibc-alloc: dealloc: double free")]
 fn double_free_of_a_medium_block_is_caught() {
     with_alloc(mmap_config().mmap_threshold(1 << 20), 0, 4096, |a| {
         let l = Layout::from_size_align(300_000, 8).unwrap();
@@ -383,7 +383,7 @@ fn double_free_of_a_medium_block_is_caught() {
 }
 
 #[test]
-#[should_panic(expected = "nolibc-alloc: invalid pointer")]
+#[should_panic(expected = "nolibc-alloc: dealloc: invalid pointer")]
 fn interior_pointer_is_caught() {
     with_alloc(mmap_config(), 0, 4096, |a| {
         let l = Layout::from_size_align(64, 8).unwrap();
@@ -396,7 +396,7 @@ fn interior_pointer_is_caught() {
 }
 
 #[test]
-#[should_panic(expected = "nolibc-alloc: wrong layout")]
+#[should_panic(expected = "nolibc-alloc: dealloc: wrong layout")]
 fn wrong_class_is_caught() {
     with_alloc(mmap_config(), 0, 4096, |a| {
         let l = Layout::from_size_align(64, 8).unwrap();
@@ -578,7 +578,7 @@ fn unsized_realloc_honours_a_larger_alignment() {
 }
 
 #[test]
-#[should_panic(expected = "nolibc-alloc: double free")]
+#[should_panic(expected = "nolibc-alloc: free(): double free of 0x")]
 fn unsized_double_free_is_caught() {
     with_alloc(mmap_config(), 0, 4096, |a| {
         // SAFETY: the second free is the misuse under test.

@@ -280,14 +280,23 @@ fn contract_glibc_preloaded() {
     let out = run_preloaded(Command::new(&exe), "contract");
     check_contract_output(&out, "threads: ok", "contract with glibc and LD_PRELOAD");
 
-    // Misuse is caught by the allocator, not by glibc.
-    let out = run(Command::new(&exe).arg("double-free").env("LD_PRELOAD", shared_lib()));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.starts_with("nolibc-alloc: double free of 0x") && out.status.code().is_none_or(|c| c == 134),
-        "double free: {}",
-        describe(&out)
-    );
+    // Misuse is caught by the allocator, not by glibc, and named after the call.
+    for (case, message) in [
+        ("double-free", "nolibc-alloc: free(): double free of 0x"),
+        ("realloc-freed", "nolibc-alloc: realloc(): double free of 0x"),
+        (
+            "usable-inside",
+            "nolibc-alloc: malloc_usable_size(): invalid pointer 0x",
+        ),
+    ] {
+        let out = run(Command::new(&exe).arg(case).env("LD_PRELOAD", shared_lib()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(message) && stderr.lines().count() == 1 && out.status.code().is_none_or(|c| c == 134),
+            "{case}: expected one line `{message}…` and SIGABRT: {}",
+            describe(&out)
+        );
+    }
 }
 
 /// Runs `make()` without and with the preload; the outputs must match.

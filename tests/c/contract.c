@@ -599,12 +599,28 @@ int main(int argc, char **argv) {
         print_usable();
         return 0;
     }
+    /* Misuse, one kind per run: the allocator must stop the process. */
     if (argc > 1 && streq(argv[1], "double-free")) {
         void *volatile p = malloc(32);
         free(p);
         free(p);
         puts_("double free not detected\n");
         return 3;
+    }
+    if (argc > 1 && streq(argv[1], "realloc-freed")) {
+        void *volatile keep = malloc(32);
+        void *volatile p = malloc(32);
+        free(p);
+        p = realloc(p, 64);
+        puts_("realloc of a freed block not detected\n");
+        free(keep);
+        return 3;
+    }
+    if (argc > 1 && streq(argv[1], "usable-inside")) {
+        char *volatile p = malloc(32);
+        size_t n = malloc_usable_size(p + 8);
+        puts_("malloc_usable_size inside a block not detected\n");
+        return n == 0 ? 3 : 4;
     }
     return contract();
 }

@@ -1,0 +1,304 @@
+//! Thread heaps: a small tier of its own for every thread with an identity.
+//!
+//! A *thread heap* is an [`Arena`] that one thread owns. The owner allocates
+//! from it and frees its own slots into it with plain loads and stores: no
+//! lock, no atomic read-modify-write. A slot freed by another thread goes
+//! onto the heap's *remote list* with one compare-and-swap; the owner takes
+//! the whole list with one swap when a class runs out of slots (free-list
+//! sharding, after the idea in Leijen, Zorn and de Moura, "Mimalloc: Free
+//! List Sharding in Action", 2019).
+//!
+//! **Identity.** A thread is known by its thread pointer (see
+//! [`crate::os::Source::thread_identity`]), which C libraries, `origin` and
+//! the `rt` runtime keep unique per live thread. The heaps form a table of
+//! [`HEAP_COUNT`] entries claimed by compare-and-swap of the owner's
+//! identity, probed from a hash of it. A thread without an identity, or
+//! finding the table full, uses the locked arenas.
+//!
+//! **Shared thread pointers.** Two threads that share one thread pointer (a
+//! raw `clone` without `CLONE_SETTLS`) must not share a heap. The owner's
+//! stack pointer at the claim is recorded; a call from a stack pointer more
+//! than [`STACK_WINDOW_BYTES`] away asks the kernel for the caller's thread
+//! id: the owner re-centres its window, a thread whose id differs from a
+//! live owner's goes to the locked arenas. (Threads sharing a thread
+//! pointer whose stacks lie within the window of each other are not told
+//! apart: such a runtime should give its threads a thread pointer each.)
+//!
+//! **Threads end.** [`crate::NolibcAlloc::thread_exit`] gives a heap back:
+//! its remote list drained, its empty runs to the core, the entry free for
+//! the next thread (the runs still in use stay with the entry). Without that
+//! call, a later thread with the same thread pointer finds the heap its
+//! own (C libraries reuse the thread blocks of ended threads), and a thread
+//! that finds the table full adopts the heap of an owner the kernel says has
+//! ended.
+//!
+//! **fork.** The child keeps the forking thread's heap; the heaps of the
+//! other threads are given up (a thread may have been half-way through a
+//! change): their blocks can still be freed, their free slots are not
+//! reused.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
+
+use crate::os::Source;
+use crate::small::{self, Arena, Run};
+
+/// Number of thread heaps in the table of each allocator.
+pub const HEAP_COUNT: usize = 64;
+
+/// A call whose stack pointer is more than this far from where its heap's
+/// owner claimed it checks the thread id first (see the module docs).
+pub const STACK_WINDOW_BYTES: usize = 256 << 10;
+
+/// How far above the claiming stack pointer the window reaches (calls made
+/// from frames shallower than the claim).
+const STACK_SLACK_BYTES: usize = 32 << 10;
+
+/// `owner` of an entry given up in a fork child: never claimed again.
+const ORPHAN: usize = 1;
+
+/// `owner` of an entry borrowed for a moment by `trim`.
+const BORROWED: usize = 2;
+
+/// One entry of the table, on cache lines of its own (1 KiB: the table is
+/// indexed by a shift).
+#[repr(C, align(1024))]
+pub(crate) struct Heap {
+    /// Identity of the owner; 0 while unclaimed.
+    owner: AtomicUsize,
+    /// Top of the owner's stack window (see [`STACK_WINDOW_BYTES`]).
+    stack: AtomicUsize,
+    /// Kernel thread id of the owner (0 if the source does not know).
+    tid: AtomicU32,
+    /// Slots freed by other threads, linked through their first word.
+    remote: AtomicPtr<u8>,
+    arena: UnsafeCell<Arena>,
+}
+
+// SAFETY: the arena is touched only by the owner (claimed by CAS on `owner`,
+// handed over with release/acquire); the other fields are atomics.
+unsafe impl Sync for Heap {}
+// SAFETY: as above.
+unsafe impl Send for Heap {}
+
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    let marker = 0u8;
+    ptr::addr_of!(marker) as usize
+}
+
+/// The entry a thread's identity probes first.
+#[inline(always)]
+pub(crate) fn home(id: usize) -> usize {
+    // Thread pointers are page-spaced (or more): scramble, take the top bits.
+    (id >> 6).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - HEAP_COUNT.trailing_zeros())
+}
+
+/// Called once each time a thread claims a heap (the C ABI registers its
+/// thread-exit destructor here); null: nothing to call.
+static ON_CLAIM: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets the function called when a thread claims a heap (for example to
+/// arrange for [`crate::fork::thread_exit`] to run when it ends). It runs
+/// outside every lock; it must not allocate through this allocator.
+pub fn set_claim_hook(hook: fn()) {
+    ON_CLAIM.store(hook as *mut (), Release);
+}
+
+impl Heap {
+    pub(crate) const fn new() -> Self {
+        Heap {
+            owner: AtomicUsize::new(0),
+            stack: AtomicUsize::new(0),
+            tid: AtomicU32::new(0),
+            remote: AtomicPtr::new(ptr::null_mut()),
+            arena: UnsafeCell::new(Arena::new()),
+        }
+    }
+
+    /// Whether `id` owns this heap and the caller runs where the owner does.
+    #[inline(always)]
+    pub(crate) fn is_mine(&self, id: usize) -> bool {
+        self.owner.load(Relaxed) == id && self.stack.load(Relaxed).wrapping_sub(stack_pointer()) < STACK_WINDOW_BYTES
+    }
+
+    /// The owner's arena.
+    ///
+    /// # Safety
+    /// The caller owns the heap ([`Heap::is_mine`] or a claim).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // exclusivity is the owner's, as documented
+    pub(crate) unsafe fn arena(&self) -> &mut Arena {
+        // SAFETY: only the owner touches the arena.
+        unsafe { &mut *self.arena.get() }
+    }
+
+    /// The arena for reading counters that are atomics.
+    pub(crate) fn arena_shared(&self) -> *const Arena {
+        self.arena.get()
+    }
+
+    /// Pushes a slot of one of this heap's runs freed by another thread.
+    ///
+    /// # Safety
+    /// `ptr` is a live slot of `run`, a run of this heap.
+    #[inline]
+    pub(crate) unsafe fn push_remote(&self, run: NonNull<Run>, ptr: NonNull<u8>, call: crate::fault::Call) {
+        // SAFETY: forwarded; the slot is the caller's until pushed.
+        unsafe { small::mark_remote(run, ptr, call) };
+        let slot = ptr.as_ptr();
+        let mut head = self.remote.load(Relaxed);
+        loop {
+            // SAFETY: a live slot has room for the link word.
+            unsafe { slot.cast::<*mut u8>().write(head) };
+            match self.remote.compare_exchange_weak(head, slot, Release, Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Takes the whole remote list (owner only).
+    #[inline]
+    pub(crate) fn take_remote(&self) -> *mut u8 {
+        if self.remote.load(Relaxed).is_null() {
+            return ptr::null_mut();
+        }
+        self.remote.swap(ptr::null_mut(), Acquire)
+    }
+
+    /// Slots waiting on the remote list (walks it: for tests, with no other
+    /// thread pushing).
+    pub(crate) fn remote_list(&self) -> *mut u8 {
+        self.remote.load(Acquire)
+    }
+
+    /// Gives the heap up: the next thread may claim it (owner only, after
+    /// draining what it wants to).
+    pub(crate) fn release(&self) {
+        self.owner.store(0, Release);
+    }
+
+    /// In a fork child: keeps the heap if `id` owns it (with the child's
+    /// thread id), gives it up for good otherwise.
+    pub(crate) fn fork_child<S: Source>(&self, id: usize, source: &S) {
+        let owner = self.owner.load(Relaxed);
+        if owner == 0 || owner == ORPHAN {
+            return;
+        }
+        if id != 0 && owner == id {
+            self.tid.store(source.thread_id(), Relaxed);
+        } else {
+            self.owner.store(ORPHAN, Relaxed);
+        }
+    }
+
+    /// Claims an unclaimed heap for a moment (see [`crate::NolibcAlloc::trim`]);
+    /// [`Heap::release`] hands it back.
+    pub(crate) fn borrow_free(&self) -> bool {
+        self.owner.compare_exchange(0, BORROWED, Acquire, Relaxed).is_ok()
+    }
+
+    /// Whether the heap is unclaimed or claimed by a thread that is gone
+    /// (given up in a fork child counts as neither: never reused).
+    pub(crate) fn is_free(&self) -> bool {
+        self.owner.load(Acquire) == 0
+    }
+}
+
+/// The heap of thread `id`, found, claimed or adopted: its index, or
+/// `None` (the caller uses the locked arenas).
+#[cold]
+pub(crate) fn find<S: Source>(heaps: &[Heap; HEAP_COUNT], id: usize, source: &S) -> Option<usize> {
+    let start = home(id);
+    let mut free = None;
+    for i in 0..HEAP_COUNT {
+        let index = (start + i) % HEAP_COUNT;
+        let heap = &heaps[index];
+        let owner = heap.owner.load(Acquire);
+        if owner == id {
+            if heap.is_mine(id) {
+                return Some(index);
+            }
+            return check_owner(heap, index, source);
+        }
+        if owner == 0 && free.is_none() {
+            free = Some(index);
+        }
+    }
+    if let Some(index) = free {
+        if let Some(index) = claim(heaps, index, 0, id, source) {
+            return Some(index);
+        }
+    }
+    adopt(heaps, id, source)
+}
+
+/// The heap `id` owns, without claiming one.
+pub(crate) fn find_own(heaps: &[Heap; HEAP_COUNT], id: usize) -> Option<usize> {
+    let start = home(id);
+    (0..HEAP_COUNT)
+        .map(|i| (start + i) % HEAP_COUNT)
+        .find(|&index| heaps[index].owner.load(Acquire) == id)
+}
+
+/// The caller's identity owns `heap` but it runs outside the window: the
+/// owner itself (re-centre), a thread that took over the identity of an
+/// ended one (take the heap over), or another live thread sharing the
+/// thread pointer (`None`).
+#[cold]
+fn check_owner<S: Source>(heap: &Heap, index: usize, source: &S) -> Option<usize> {
+    let tid = source.thread_id();
+    let owner_tid = heap.tid.load(Acquire);
+    if tid == 0 {
+        return None;
+    }
+    if tid == owner_tid
+        || (!source.thread_alive(owner_tid) && heap.tid.compare_exchange(owner_tid, tid, AcqRel, Acquire).is_ok())
+    {
+        heap.stack
+            .store(stack_pointer().wrapping_add(STACK_SLACK_BYTES), Relaxed);
+        return Some(index);
+    }
+    None
+}
+
+/// Claims entry `index` if its owner is still `expected`.
+fn claim<S: Source>(heaps: &[Heap; HEAP_COUNT], index: usize, expected: usize, id: usize, source: &S) -> Option<usize> {
+    let heap = &heaps[index];
+    heap.owner.compare_exchange(expected, id, AcqRel, Relaxed).ok()?;
+    heap.tid.store(source.thread_id(), Release);
+    heap.stack
+        .store(stack_pointer().wrapping_add(STACK_SLACK_BYTES), Relaxed);
+    let hook = ON_CLAIM.load(Acquire);
+    if !hook.is_null() {
+        // SAFETY: only `fn()` values are stored (see `set_claim_hook`).
+        let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+        hook();
+    }
+    Some(index)
+}
+
+/// Counts the calls that found the table full: one in [`ADOPT_EVERY`]
+/// looks for heaps to adopt (a system call per entry).
+static FULL_CALLS: AtomicUsize = AtomicUsize::new(0);
+const ADOPT_EVERY: usize = 256;
+
+/// Takes over the heap of an owner that has ended without giving it back.
+#[cold]
+fn adopt<S: Source>(heaps: &[Heap; HEAP_COUNT], id: usize, source: &S) -> Option<usize> {
+    if !FULL_CALLS.fetch_add(1, Relaxed).is_multiple_of(ADOPT_EVERY) {
+        return None;
+    }
+    for (index, heap) in heaps.iter().enumerate() {
+        let owner = heap.owner.load(Acquire);
+        let tid = heap.tid.load(Acquire);
+        if owner > BORROWED && tid != 0 && !source.thread_alive(tid) {
+            if let Some(index) = claim(heaps, index, owner, id, source) {
+                return Some(index);
+            }
+        }
+    }
+    None
+}

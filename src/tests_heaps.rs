@@ -1,0 +1,272 @@
+//! Unit tests of the thread heaps on a fake source that gives each std
+//! thread an identity: remote frees, giving a heap back, fork, misuse
+//! through a remote free. They run under Miri with real threads.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::ptr::NonNull;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use crate::fake::FakeSource;
+use crate::os::Source;
+use crate::{Config, NolibcAlloc};
+
+const BUF: usize = if cfg!(miri) { 32 << 20 } else { 128 << 20 };
+
+/// A [`FakeSource`] behind a lock, shared by threads, which knows every
+/// thread by the address of a thread-local and can be told a thread ended.
+struct Threaded {
+    inner: Mutex<SendFake>,
+    ended: Mutex<HashSet<u32>>,
+}
+
+struct SendFake(FakeSource);
+// SAFETY: used only under `Threaded::inner`'s lock.
+unsafe impl Send for SendFake {}
+
+std::thread_local! {
+    static ME: Cell<u32> = const { Cell::new(0) };
+}
+
+fn my_tid() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    ME.with(|c| {
+        if c.get() == 0 {
+            c.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        }
+        c.get()
+    })
+}
+
+impl Threaded {
+    fn with<R>(&self, f: impl FnOnce(&FakeSource) -> R) -> R {
+        f(&self.inner.lock().unwrap().0)
+    }
+}
+
+// SAFETY: every call goes to the fake source under one lock.
+unsafe impl Source for Threaded {
+    const HAS_BRK: bool = true;
+    fn page_size(&self) -> usize {
+        self.with(|s| s.page_size())
+    }
+    fn brk_current(&self) -> Option<NonNull<u8>> {
+        self.with(|s| s.brk_current())
+    }
+    unsafe fn brk(&self, addr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded.
+        self.with(|s| unsafe { s.brk(addr) })
+    }
+    fn stack_floor(&self) -> usize {
+        self.with(|s| s.stack_floor())
+    }
+    fn map(&self, len: usize) -> Option<NonNull<u8>> {
+        self.with(|s| s.map(len))
+    }
+    unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded.
+        self.with(|s| unsafe { s.unmap(ptr, len) })
+    }
+    unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded.
+        self.with(|s| unsafe { s.remap(ptr, old_len, new_len) })
+    }
+    unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded.
+        self.with(|s| unsafe { s.discard(ptr, len) })
+    }
+    fn thread_identity(&self) -> usize {
+        // A thread-local's address: unique per live thread, aligned.
+        ME.with(|c| c as *const Cell<u32> as usize)
+    }
+    fn thread_id(&self) -> u32 {
+        my_tid()
+    }
+    fn thread_alive(&self, tid: u32) -> bool {
+        !self.ended.lock().unwrap().contains(&tid)
+    }
+}
+
+struct Buffer(NonNull<u8>, Layout);
+
+fn with_threaded(config: Config, f: impl FnOnce(&NolibcAlloc<Threaded>)) {
+    let layout = Layout::from_size_align(BUF, 65536).unwrap();
+    // SAFETY: non-zero size.
+    let buf = Buffer(NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap(), layout);
+    // SAFETY: the buffer outlives the allocator, dropped inside.
+    let fake = unsafe { FakeSource::new(buf.0, BUF, BUF / 4, 4096) };
+    let source = Threaded {
+        inner: Mutex::new(SendFake(fake)),
+        ended: Mutex::new(HashSet::new()),
+    };
+    {
+        let a = std::boxed::Box::new(NolibcAlloc::with_source(source, config));
+        f(&a);
+    }
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf.0.as_ptr(), buf.1) };
+}
+
+/// A block that may cross threads.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct P(*mut u8);
+// SAFETY: the tests hand blocks between threads on purpose.
+unsafe impl Send for P {}
+// SAFETY: as above.
+unsafe impl Sync for P {}
+
+fn alloc_n(a: &NolibcAlloc<Threaded>, n: usize, l: Layout) -> Vec<P> {
+    (0..n)
+        .map(|i| {
+            // SAFETY: non-zero layout.
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: a fresh block of `l.size()` bytes.
+            unsafe { p.write_bytes(i as u8, l.size()) };
+            P(p)
+        })
+        .collect()
+}
+
+fn free_all(a: &NolibcAlloc<Threaded>, blocks: &[P], l: Layout) {
+    for &p in blocks {
+        // SAFETY: live blocks of this layout, freed once.
+        unsafe { a.dealloc(p.0, l) };
+    }
+}
+
+#[test]
+fn a_thread_with_an_identity_gets_a_heap_of_its_own() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(48, 8).unwrap();
+        let mine = alloc_n(a, 10, l);
+        assert_eq!(a.heaps_claimed(), 1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let theirs = alloc_n(a, 10, l);
+                assert_eq!(a.heaps_claimed(), 2);
+                free_all(a, &theirs, l);
+            });
+        });
+        free_all(a, &mine, l);
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+fn remote_frees_go_back_to_the_owner_and_are_reused() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(64, 16).unwrap();
+        let n = if cfg!(miri) { 40 } else { 2000 };
+        let blocks = alloc_n(a, n, l);
+        let shared = blocks.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| free_all(a, &shared, l));
+        });
+        // The slots wait on the owner's remote list, still counted in use.
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, n * 64);
+        let before: HashSet<P> = blocks.iter().copied().collect();
+        // The owner takes them back when its runs run out of slots.
+        let again = alloc_n(a, 2 * n, l);
+        let reused = again.iter().filter(|p| before.contains(p)).count();
+        assert_eq!(reused, n, "every remotely freed slot is reused");
+        a.validate();
+        free_all(a, &again, l);
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+fn a_heap_given_back_at_thread_exit_serves_the_next_thread() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(200, 8).unwrap();
+        let _main = alloc_n(a, 1, l);
+        let left = std::thread::scope(|s| {
+            s.spawn(|| {
+                let b = alloc_n(a, 20, l);
+                free_all(a, &b[..10], l);
+                a.thread_exit();
+                b[10..].to_vec()
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(a.heaps_claimed(), 1, "the ended thread's heap is free again");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let b = alloc_n(a, 5, l);
+                // Blocks of the ended thread, freed by the heap's new owner.
+                free_all(a, &left, l);
+                free_all(a, &b, l);
+            });
+        });
+        free_all(a, &_main, l);
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+fn the_fork_child_keeps_its_own_heap_and_gives_up_the_others() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(32, 8).unwrap();
+        let mine = alloc_n(a, 8, l);
+        let theirs = std::thread::scope(|s| s.spawn(|| alloc_n(a, 8, l)).join().unwrap());
+        assert_eq!(a.heaps_claimed(), 2);
+        a.fork_prepare();
+        // As in the child of a fork: the other thread does not exist.
+        a.fork_child();
+        let more = alloc_n(a, 8, l);
+        free_all(a, &theirs, l); // remote frees into the given-up heap
+        free_all(a, &mine, l);
+        free_all(a, &more, l);
+        a.validate();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // A new thread gets a heap, never the given-up one.
+                let b = alloc_n(a, 8, l);
+                free_all(a, &b, l);
+            });
+        });
+        a.validate();
+    });
+}
+
+#[test]
+fn fork_parent_releases_every_lock() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(300_000, 8).unwrap();
+        a.fork_prepare();
+        a.fork_parent();
+        // Medium blocks and runs need the core lock, foreign frees none.
+        let b = alloc_n(a, 2, l);
+        free_all(a, &b, l);
+        a.validate();
+    });
+}
+
+#[test]
+fn a_double_free_through_another_thread_is_caught() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(24, 8).unwrap();
+        let b = alloc_n(a, 2, l);
+        let one = [b[0]];
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                free_all(a, &one, l);
+                free_all(a, &one, l);
+            })
+            .join()
+        });
+        let msg = r
+            .expect_err("the second free stops")
+            .downcast::<std::string::String>()
+            .unwrap();
+        assert!(msg.contains("nolibc-alloc: dealloc: double free"), "{msg}");
+    });
+}
