@@ -263,8 +263,11 @@ fn main() -> i32 {
     assert!(gifts.iter().all(verify));
     drop(gifts);
     assert!(RING.iter().all(|c| c.try_recv().is_none()) && GIFTS.try_recv().is_none());
+    // Blocks freed into the heaps of threads that have ended are counted
+    // until a heap is tidied: `trim` tidies every heap no thread owns.
+    ALLOC.trim();
     let after = ALLOC.stats().in_use_bytes;
-    println!("in use: {before} bytes before the threads, {after} after");
+    println!("in use: {before} bytes before the threads, {after} after (trimmed)");
     // The channels keep their queues' buffers.
     assert!(after <= before + (64 << 10), "{after} bytes still in use");
     println!("threads: ok");
