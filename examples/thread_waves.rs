@@ -263,8 +263,9 @@ fn main() -> i32 {
     // tidied; `trim` tidies every heap no thread owns.
     let released = ALLOC.trim();
     let in_use = ALLOC.stats().in_use_bytes;
+    let (rss_trimmed, _, _) = rss_kib();
     println!(
-        "in use at the end: {in_use} bytes (trim gave back {} KiB)",
+        "in use at the end: {in_use} bytes (trim gave back {} KiB; rss then {rss_trimmed} KiB)",
         released >> 10
     );
     assert!(
