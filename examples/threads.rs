@@ -20,6 +20,7 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -160,6 +161,11 @@ fn churn(id: usize, rounds: usize) -> Report {
             .map(|i| format!("{i:>width$}", width = seq % 40))
             .collect();
         assert!(words.iter().all(|w| w.len() >= seq % 40));
+        // And the tiers behind a shared lock (the core: medium and
+        // over-aligned blocks), so a fork often finds it held.
+        for k in 0..4 {
+            assert!(core_churn(seq + k), "thread {id}: medium block corrupted");
+        }
         let m = RING[id].recv();
         assert_eq!((m.from, m.seq), ((id + THREADS - 1) % THREADS, seq), "ring order");
         assert!(verify(&m), "thread {id}: block {}:{} corrupted", m.from, m.seq);
@@ -183,6 +189,24 @@ fn churn(id: usize, rounds: usize) -> Report {
     }
 }
 
+/// Blocks the core serves under its lock: an over-aligned one and one
+/// between the small tier's limit (128 KiB) and the mmap threshold.
+fn core_churn(seed: usize) -> bool {
+    let layout = Layout::from_size_align(64 + seed % 64, 4096).expect("layout");
+    // SAFETY: a valid layout of non-zero size; freed below with it.
+    let p = unsafe { alloc::alloc::alloc(layout) };
+    assert!(!p.is_null() && p as usize % 4096 == 0);
+    // SAFETY: `p` is a live block of `layout`.
+    unsafe {
+        p.write(seed as u8);
+        alloc::alloc::dealloc(p, layout);
+    }
+    let mut medium: Vec<u8> = Vec::with_capacity(150_000 + seed % 4096);
+    medium.resize(1000, seed as u8);
+    medium.reserve_exact(200_000);
+    medium.iter().all(|&b| b == seed as u8)
+}
+
 /// The child of a fork: allocates in every tier, frees blocks other threads
 /// of the parent allocated, exits 0 (or 1 if something is wrong).
 fn child(gifts: &mut Vec<Msg>, round: usize) -> ! {
@@ -196,7 +220,7 @@ fn child(gifts: &mut Vec<Msg>, round: usize) -> ! {
         seq: 0,
         block: Block::Bytes((0..300_000).map(|i| i as u8).collect()),
     });
-    let ok = ok && all[..200].iter().all(verify);
+    let ok = ok && all[..200].iter().all(verify) && (0..20).all(core_churn);
     drop(all);
     rt::exit(if ok { 0 } else { 1 })
 }
@@ -225,9 +249,16 @@ fn main() -> i32 {
         .collect();
 
     let mut gifts: Vec<Msg> = (0..THREADS * 8).map(|_| GIFTS.recv()).collect();
+    // Fork for as long as the threads run (and at least FORKS times).
     let mut forked_while_running = 0;
-    for round in 0..FORKS {
+    let mut forks = 0;
+    loop {
         let running = handles.iter().filter(|h| !h.is_finished()).count();
+        if running == 0 && forks >= FORKS {
+            break;
+        }
+        let round = forks;
+        forks += 1;
         let pid = rt::fork();
         if pid == 0 {
             child(&mut gifts, round);
@@ -243,7 +274,9 @@ fn main() -> i32 {
             forked_while_running += 1;
         }
     }
-    println!("fork: {FORKS} children allocated, freed the threads' blocks and exited 0 ({forked_while_running} forks while threads ran)");
+    println!(
+        "fork: {forks} children allocated, freed the threads' blocks and exited 0 ({forked_while_running} forks while threads ran)"
+    );
 
     let reports: Vec<Report> = handles.into_iter().map(|h| h.join()).collect();
     let received: usize = reports.iter().map(|r| r.received).sum();
