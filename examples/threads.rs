@@ -195,7 +195,7 @@ fn core_churn(seed: usize) -> bool {
     let layout = Layout::from_size_align(64 + seed % 64, 4096).expect("layout");
     // SAFETY: a valid layout of non-zero size; freed below with it.
     let p = unsafe { alloc::alloc::alloc(layout) };
-    assert!(!p.is_null() && p as usize % 4096 == 0);
+    assert!(!p.is_null() && (p as usize).is_multiple_of(4096));
     // SAFETY: `p` is a live block of `layout`.
     unsafe {
         p.write(seed as u8);
