@@ -4,7 +4,9 @@
 //! a program written for the freestanding runtime also builds and runs on
 //! the host. The C library owns the thread pointer, `errno` and the stacks
 //! (glibc keeps a cache of them); a panic in a thread is reported by `std`
-//! and [`JoinHandle::join`] then ends the process with status 101.
+//! and [`JoinHandle::join`] then ends the process with status 101. A
+//! spawned thread calls [`crate::fork::thread_exit`] once its closure has
+//! returned.
 
 extern crate std;
 
@@ -86,7 +88,14 @@ impl Builder {
     {
         std::thread::Builder::new()
             .stack_size(self.stack_bytes)
-            .spawn(f)
+            .spawn(move || {
+                let result = f();
+                // std may still free a few blocks of its own afterwards
+                // (the result's packet, thread-locals): those go onto the
+                // remote lists of their heaps, as any other thread's frees.
+                crate::fork::thread_exit();
+                result
+            })
             .map(|inner| JoinHandle { inner })
             .map_err(|e| Errno::new(e.raw_os_error().unwrap_or(Errno::EAGAIN.into_raw())))
     }
