@@ -81,8 +81,9 @@
 //! `gcc -nostdlib -static` program with the `rt` runtime) this module
 //! defines `errno` itself: one global `int`, exported through the same
 //! `__errno_location()` so that C code compiled against a libc's
-//! `<errno.h>` convention finds it. That one is **not** per-thread: such
-//! programs have no threads unless they make their own with raw `clone`.
+//! `<errno.h>` convention finds it. With the `rt` runtime it is per thread,
+//! a field of the block the thread pointer points at (see
+//! `rt::thread`); without it, one global `int`.
 //!
 //! # The program break
 //!
@@ -266,20 +267,26 @@ mod atfork {
 #[cfg(target_env = "")]
 mod errno {
     use core::ffi::c_int;
-    use core::sync::atomic::{AtomicI32, Ordering};
 
-    /// `errno` of a program without a C library: one for the whole process.
-    static ERRNO: AtomicI32 = AtomicI32::new(0);
+    /// `errno` of a program without a C library and without the `rt`
+    /// runtime: one for the whole process.
+    #[cfg(not(all(feature = "rt", target_os = "linux")))]
+    static ERRNO: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 
-    /// Where `errno` lives, for C code (`#define errno (*__errno_location())`).
-    /// One global `int`, not per-thread.
+    /// Where `errno` lives, for C code (`#define errno (*__errno_location())`):
+    /// with the `rt` runtime, in the calling thread's block (per thread);
+    /// without, one global `int`.
     #[unsafe(no_mangle)]
     pub extern "C" fn __errno_location() -> *mut c_int {
+        #[cfg(all(feature = "rt", target_os = "linux"))]
+        return crate::rt::thread::errno_location();
+        #[cfg(not(all(feature = "rt", target_os = "linux")))]
         ERRNO.as_ptr()
     }
 
     pub(super) fn set(code: c_int) {
-        ERRNO.store(code, Ordering::Relaxed);
+        // SAFETY: the calling thread's errno (or the global one), always valid.
+        unsafe { *__errno_location() = code };
     }
 }
 

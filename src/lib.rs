@@ -335,6 +335,8 @@ impl<S: Source> NolibcAlloc<S> {
         let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
             return self.alloc_locked(class);
         };
+        // SAFETY: `self` holds this source.
+        unsafe { self.os.source.note_allocator((self as *const Self).cast()) };
         let heap = &self.heaps[index];
         // SAFETY: `find` returned a heap the calling thread owns.
         let arena = unsafe { heap.arena() };

@@ -165,6 +165,18 @@ pub unsafe trait Source {
         true
     }
 
+    /// Called when a thread first claims a heap of the allocator at `alloc`
+    /// (the `NolibcAlloc<Self>` holding this source): the Linux source
+    /// records a static allocator of a libc-free program for the
+    /// process-wide fork and thread-exit hooks ([`crate::fork`]).
+    ///
+    /// # Safety
+    /// `alloc` is the address of the `NolibcAlloc<Self>` that holds `self`.
+    #[doc(hidden)]
+    unsafe fn note_allocator(&self, alloc: *const ()) {
+        let _ = alloc;
+    }
+
     /// Gives the pages of `[ptr, ptr + len)` back; they read as zero afterwards.
     ///
     /// pre: the range is page-aligned.
@@ -237,6 +249,18 @@ unsafe impl Source for Linux {
     #[inline(always)]
     fn thread_identity(&self) -> usize {
         crate::identity::thread_pointer()
+    }
+
+    unsafe fn note_allocator(&self, alloc: *const ()) {
+        #[cfg(all(feature = "rt", target_os = "linux", target_env = ""))]
+        if crate::rt::is_static_image(alloc as usize) {
+            // SAFETY: the caller says `alloc` is the `NolibcAlloc<Linux>`
+            // holding this source, and it lies in the program's static
+            // image: it lives as long as the process.
+            let a: &'static crate::NolibcAlloc<Linux> = unsafe { &*alloc.cast() };
+            a.register();
+        }
+        let _ = alloc;
     }
 
     fn thread_id(&self) -> u32 {

@@ -38,12 +38,95 @@
 //!
 //! Startup never allocates; the page size from `AT_PAGESZ` is handed to
 //! [`crate::os::set_page_size`] before `main` runs.
+//!
+//! [`thread`] starts and joins threads (raw `clone` on the `*-linux-nostd`
+//! targets, each with a thread pointer of its own; `std::thread` where a C
+//! library runs the process) and [`fork()`] forks around the allocator's
+//! fork hooks.
 
 use core::ffi::CStr;
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::sys;
+
+#[cfg(all(target_os = "linux", target_env = ""))]
+pub mod thread;
+#[cfg(not(all(target_os = "linux", target_env = "")))]
+#[path = "rt/thread_hosted.rs"]
+pub mod thread;
+
+/// Forks the process (a `clone` without `CLONE_VM`, with `SIGCHLD`) around
+/// the allocator's fork hooks: [`crate::fork::prepare`] before, then
+/// [`crate::fork::parent`] or [`crate::fork::child`], so the child can
+/// allocate whatever the other threads were doing at the instant of the
+/// fork. Returns the child's pid in the parent, 0 in the child, a negative
+/// errno on failure. The child has one thread, the caller's; the
+/// [`JoinHandle`](thread::JoinHandle)s it inherits name threads that do not
+/// exist there and must not be joined.
+#[cfg(all(target_os = "linux", target_env = ""))]
+pub fn fork() -> i32 {
+    crate::fork::prepare();
+    // SAFETY: `prepare` holds every lock of the registered allocators, so
+    // the child's copy of them is consistent; `child` frees them there.
+    let forked = unsafe { sys::fork() };
+    match forked {
+        Ok(0) => crate::fork::child(),
+        _ => crate::fork::parent(),
+    }
+    match forked {
+        Ok(pid) => pid,
+        Err(e) => -e.into_raw(),
+    }
+}
+
+/// Forks the process through the C library's `fork` (which runs its
+/// `pthread_atfork` handlers, the C ABI's among them), around the
+/// allocator's fork hooks unless the C ABI (feature `c-abi`) registered
+/// them as `pthread_atfork` handlers already. Returns the child's pid in
+/// the parent, 0 in the child, a negative errno on failure.
+#[cfg(not(all(target_os = "linux", target_env = "")))]
+pub fn fork() -> i32 {
+    extern "C" {
+        fn fork() -> i32;
+    }
+    let hooks = !cfg!(feature = "c-abi");
+    if hooks {
+        crate::fork::prepare();
+    }
+    // SAFETY: the C library's fork; the hooks make the allocator's state consistent in the child.
+    let pid = unsafe { fork() };
+    if hooks {
+        if pid == 0 {
+            crate::fork::child()
+        } else {
+            crate::fork::parent()
+        }
+    }
+    if pid < 0 {
+        -thread::errno_location_value()
+    } else {
+        pid
+    }
+}
+
+/// Whether `addr` lies in the executable's static image, between the ELF
+/// header (`__ehdr_start`) and the end of `.bss` (`_end`), both defined by
+/// the linker (rust-lld and GNU ld): a `static` of the program, not memory
+/// from `mmap`, `brk` or a stack.
+#[cfg(all(target_os = "linux", target_env = ""))]
+pub(crate) fn is_static_image(addr: usize) -> bool {
+    extern "C" {
+        static __ehdr_start: u8;
+        static _end: u8;
+    }
+    // Only the addresses of the linker's symbols are taken (safe since Rust 1.82).
+    let (start, end) = (
+        core::ptr::addr_of!(__ehdr_start) as usize,
+        core::ptr::addr_of!(_end) as usize,
+    );
+    (start..end).contains(&addr)
+}
 
 /// `AT_NULL`: ends the auxiliary vector.
 pub const AT_NULL: usize = 0;
@@ -399,6 +482,9 @@ mod freestanding {
     /// # Safety
     /// `sp` is the stack pointer the kernel gave the process.
     unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
+        // SAFETY: first thing in the process: nothing has read the thread
+        // pointer yet.
+        unsafe { super::thread::init_main_thread() };
         // SAFETY: the kernel's initial stack layout (System V ABI, all three
         // architectures): argc, then argv[argc], null, envp..., null, auxv.
         unsafe {

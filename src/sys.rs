@@ -258,33 +258,286 @@ pub fn abort() -> ! {
     exit_group(128 + SIGABRT)
 }
 
-/// `fork()` as the kernel has it (aarch64 and riscv64 have no `fork`
-/// call): `clone(SIGCHLD, 0, 0, 0, 0)`, a copy of the process with one
-/// thread, the caller. Returns the child's pid in the parent, 0 in the child.
+/// `CLONE_VM`: share the address space.
+pub const CLONE_VM: usize = 0x100;
+/// `CLONE_FS`: share the working directory, root and umask.
+pub const CLONE_FS: usize = 0x200;
+/// `CLONE_FILES`: share the file descriptor table.
+pub const CLONE_FILES: usize = 0x400;
+/// `CLONE_SIGHAND`: share the signal handlers.
+pub const CLONE_SIGHAND: usize = 0x800;
+/// `CLONE_THREAD`: same thread group (same pid).
+pub const CLONE_THREAD: usize = 0x1_0000;
+/// `CLONE_SYSVSEM`: share System V semaphore undo values.
+pub const CLONE_SYSVSEM: usize = 0x4_0000;
+/// `CLONE_SETTLS`: the new thread's thread pointer is the `tls` argument.
+pub const CLONE_SETTLS: usize = 0x8_0000;
+/// `CLONE_PARENT_SETTID`: the kernel stores the new tid at `parent_tid` before `clone` returns.
+pub const CLONE_PARENT_SETTID: usize = 0x10_0000;
+/// `CLONE_CHILD_CLEARTID`: when the thread exits the kernel stores 0 at
+/// `child_tid` and does a (shared, not private) futex wake on it.
+pub const CLONE_CHILD_CLEARTID: usize = 0x20_0000;
+/// The flags of a POSIX thread.
+pub const CLONE_THREAD_FLAGS: usize = CLONE_VM
+    | CLONE_FS
+    | CLONE_FILES
+    | CLONE_SIGHAND
+    | CLONE_THREAD
+    | CLONE_SYSVSEM
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID;
+/// `SIGCHLD`: the signal a forked child sends its parent when it ends.
+pub const SIGCHLD: usize = 17;
+/// `MAP_STACK`: a hint that the mapping is a thread stack.
+pub const MAP_STACK: usize = 0x2_0000;
+/// `FUTEX_WAIT` without `FUTEX_PRIVATE_FLAG`: the kernel's wake for
+/// `CLONE_CHILD_CLEARTID` is a shared one, which a private wait never sees.
+pub const FUTEX_WAIT_SHARED: usize = 0;
+/// `WNOHANG` for [`wait4`].
+pub const WNOHANG: usize = 1;
+
+/// `futex(uaddr, FUTEX_WAIT, expected, NULL)`: as [`futex_wait`], but a shared
+/// futex, the kind the kernel wakes when a `CLONE_CHILD_CLEARTID` thread exits.
+#[inline]
+pub fn futex_wait_shared(uaddr: &core::sync::atomic::AtomicU32, expected: u32) -> Result<(), Errno> {
+    // SAFETY: the kernel only reads the 4-byte word behind a valid reference.
+    unsafe { syscall!(Sysno::futex, uaddr.as_ptr(), FUTEX_WAIT_SHARED, expected, 0usize).map(drop) }
+}
+
+/// `clone(SIGCHLD, 0, ...)`: `fork` on every architecture (aarch64 and
+/// riscv64 have no `fork` system call). Returns the child's pid in the
+/// parent, 0 in the child.
 ///
 /// # Safety
-/// The child inherits every lock as the other threads held it at the
-/// instant of the call: around it, call the allocator's fork hooks
-/// ([`crate::fork`]), and in the child touch nothing else that another
-/// thread may have held (a C library's or std's locks included).
+/// The child is a copy of the calling thread only: locks other threads held
+/// stay held in it (see [`crate::fork`]).
 #[inline]
 pub unsafe fn fork() -> Result<i32, Errno> {
-    const SIGCHLD: usize = 17;
-    // SAFETY: no new stack, no shared memory, no pointers: the child returns
-    // here on a copy of the caller's stack; the caller handles the rest.
+    // SAFETY: without CLONE_VM the child runs on its own copy of this stack,
+    // so returning in both processes is sound.
     unsafe { syscall!(Sysno::clone, SIGCHLD, 0, 0, 0, 0).map(|pid| pid as i32) }
 }
 
-/// `WNOHANG` for [`wait4`]: return at once when no child has ended.
-pub const WNOHANG: usize = 1;
-
-/// `wait4(pid, &status, options, NULL)`: waits for the child `pid` to end
-/// (or, with [`WNOHANG`], checks); returns its pid and wait status (0 when
-/// it exited with status 0), or pid 0 when `WNOHANG` found it still running.
+/// `wait4(pid, &status, options, NULL)`: the pid reaped (0 with `WNOHANG`
+/// when the child is still running) and its status.
 #[inline]
 pub fn wait4(pid: i32, options: usize) -> Result<(i32, i32), Errno> {
-    let mut status = 0i32;
+    let mut status: i32 = 0;
     // SAFETY: the kernel writes one int into `status`.
-    let pid = unsafe { syscall!(Sysno::wait4, pid, &mut status as *mut i32, options, 0) }?;
-    Ok((pid as i32, status))
+    let reaped = unsafe { syscall!(Sysno::wait4, pid, &mut status as *mut i32, options, 0) }?;
+    Ok((reaped as i32, status))
+}
+
+/// `setitimer(ITIMER_REAL, {0, seconds})`: `SIGALRM` (which kills the
+/// process unless handled) after `seconds`; 0 cancels. A watchdog.
+#[inline]
+pub fn alarm(seconds: u64) -> Result<(), Errno> {
+    const ITIMER_REAL: usize = 0;
+    // struct itimerval: it_interval, then it_value, each { tv_sec, tv_usec }.
+    let value: [i64; 4] = [0, 0, seconds as i64, 0];
+    // SAFETY: the kernel reads one `struct itimerval`; no old value is asked for.
+    unsafe { syscall!(Sysno::setitimer, ITIMER_REAL, value.as_ptr(), 0).map(drop) }
+}
+
+/// `set_tid_address(tidptr)`: where the kernel clears and wakes when the
+/// calling thread exits (null: nowhere). Returns the caller's tid.
+///
+/// # Safety
+/// `tidptr` is null or stays valid until the thread exits.
+#[inline]
+pub unsafe fn set_tid_address(tidptr: *mut u32) -> i32 {
+    // SAFETY: the caller keeps the word valid; set_tid_address never fails.
+    unsafe { raw_syscall!(Sysno::set_tid_address, tidptr) as i32 }
+}
+
+/// `exit(code)`: ends the calling thread only (`exit_group` ends the process).
+#[inline]
+pub fn exit_thread(code: i32) -> ! {
+    // SAFETY: the thread ends; nothing after this runs in it.
+    unsafe {
+        raw_syscall!(Sysno::exit, code);
+    }
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// `clone(CLONE_THREAD_FLAGS, stack, parent_tid, child_tid, tls)`: starts a
+/// thread that begins on `stack` by calling `entry(arg)`; returns its tid.
+///
+/// The child runs only inside this function's assembly, which never returns
+/// in it: it clears the frame pointer and return address and calls `entry`,
+/// which must not return (it ends with [`exit_thread`] or similar).
+///
+/// # Safety
+/// `stack` is the 16-byte aligned top of memory only the new thread uses,
+/// large enough for `entry`; `parent_tid` and `child_tid` point at one
+/// 4-byte word that stays valid until the thread has exited (the kernel
+/// clears it then); `tls` is a valid thread-pointer value for the new thread
+/// (see [`set_fs_base`]); `entry` is sound to call with `arg` on that
+/// stack, concurrently with the caller.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[inline(never)]
+pub unsafe fn clone_thread(
+    stack: usize,
+    parent_tid: *mut u32,
+    child_tid: *mut u32,
+    tls: usize,
+    entry: unsafe extern "C" fn(usize) -> !,
+    arg: usize,
+) -> Result<i32, Errno> {
+    let ret: isize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's duties above. The parent only sees rax, rcx and
+    // r11 change (the syscall instruction's clobbers); the child never
+    // leaves the assembly.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            // The child, on its new stack (16-byte aligned: `call` pushes 8).
+            "xor ebp, ebp",
+            "mov rdi, r9",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") Sysno::clone as usize as isize => ret,
+            in("rdi") CLONE_THREAD_FLAGS,
+            in("rsi") stack,
+            in("rdx") parent_tid,
+            in("r10") child_tid,
+            in("r8") tls,
+            in("r9") arg,
+            in("r12") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as for x86_64; `svc` changes only x0 in the parent. The
+    // argument order is (flags, stack, parent_tid, tls, child_tid) here.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            "cbnz x0, 2f",
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "mov x0, x5",
+            "blr x6",
+            "udf #0",
+            "2:",
+            inlateout("x0") CLONE_THREAD_FLAGS as isize => ret,
+            in("x1") stack,
+            in("x2") parent_tid,
+            in("x3") tls,
+            in("x4") child_tid,
+            in("x5") arg,
+            in("x6") entry,
+            in("x8") Sysno::clone as usize,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "riscv64")]
+    // SAFETY: as for x86_64; `ecall` changes only a0 in the parent. The
+    // argument order is (flags, stack, parent_tid, tls, child_tid) here.
+    unsafe {
+        core::arch::asm!(
+            "ecall",
+            "bnez a0, 2f",
+            "li fp, 0",
+            "li ra, 0",
+            "mv a0, a5",
+            "jalr a6",
+            "unimp",
+            "2:",
+            inlateout("a0") CLONE_THREAD_FLAGS as isize => ret,
+            in("a1") stack,
+            in("a2") parent_tid,
+            in("a3") tls,
+            in("a4") child_tid,
+            in("a5") arg,
+            in("a6") entry,
+            in("a7") Sysno::clone as usize,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        Err(Errno::new(-ret as i32))
+    } else {
+        Ok(ret as i32)
+    }
+}
+
+/// `munmap(base, len)` then `exit(0)`, touching no memory in between: how a
+/// detached thread frees the stack it runs on.
+///
+/// # Safety
+/// `[base, base + len)` is a mapping nothing else uses, holding the calling
+/// thread's stack; the thread has nothing left to do, and no
+/// `CLONE_CHILD_CLEARTID` word inside the range (clear it with
+/// [`set_tid_address`] first).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+pub unsafe fn munmap_and_exit(base: usize, len: usize) -> ! {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: registers only after the munmap; the caller's duties above.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            "mov eax, {exit}",
+            "xor edi, edi",
+            "syscall",
+            "ud2",
+            exit = const Sysno::exit as usize,
+            in("rax") Sysno::munmap as usize,
+            in("rdi") base,
+            in("rsi") len,
+            options(noreturn, nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as for x86_64.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            "mov x8, #{exit}",
+            "mov x0, xzr",
+            "svc #0",
+            "udf #0",
+            exit = const Sysno::exit as usize,
+            in("x8") Sysno::munmap as usize,
+            in("x0") base,
+            in("x1") len,
+            options(noreturn, nostack),
+        );
+    }
+    #[cfg(target_arch = "riscv64")]
+    // SAFETY: as for x86_64.
+    unsafe {
+        core::arch::asm!(
+            "ecall",
+            "li a7, {exit}",
+            "li a0, 0",
+            "ecall",
+            "unimp",
+            exit = const Sysno::exit as usize,
+            in("a7") Sysno::munmap as usize,
+            in("a0") base,
+            in("a1") len,
+            options(noreturn, nostack),
+        );
+    }
+}
+
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds (the system call, not
+/// the vDSO).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    const CLOCK_MONOTONIC: usize = 1;
+    let mut ts = [0i64; 2];
+    // SAFETY: the kernel writes one `struct timespec` into `ts`.
+    let _ = unsafe { syscall!(Sysno::clock_gettime, CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    (ts[0] as u64).wrapping_mul(1_000_000_000).wrapping_add(ts[1] as u64)
 }

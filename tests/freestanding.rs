@@ -106,6 +106,63 @@ fn check_static(arch: Arch) {
     }
 }
 
+/// The threads examples: 4 churning threads and forks (`threads`), a
+/// panic in a spawned thread (status 101), 64
+/// threads in waves of 8 under a peak-RSS bound that `thread_waves` checks
+/// itself (natively) and prints.
+fn check_threads(arch: Arch, page_size: Option<usize>) {
+    let threads = run_ok(arch, "threads", page_size);
+    for line in [
+        " children allocated, freed the threads' blocks and exited 0 (",
+        "threads: 4 threads, 2000 rounds each, 8000 blocks handed over and verified\n",
+        "thread pointers: 5 distinct, none 0\n",
+        "errno: one per thread\n",
+    ] {
+        assert!(
+            threads.contains(line),
+            "threads on {} lacks {line:?}:\n{threads}",
+            arch.name()
+        );
+    }
+    let (out, stdout) = run(arch, "threads", page_size, &["--panic"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "threads --panic on {}: {}\n{stdout}\n{stderr}",
+        arch.name(),
+        out.status
+    );
+    assert!(
+        stderr.starts_with("panicked at examples/threads.rs:") && stderr.ends_with(":\ndeliberate panic in thread 1\n"),
+        "threads --panic on {}, stderr:\n{stderr}",
+        arch.name()
+    );
+    let waves = run_ok(arch, "thread_waves", page_size);
+    for line in [
+        "waves: 64 threads in 8 waves of 8, 2048 blocks each, 65536 handed to a neighbour\n",
+        "detached: 8 threads, every stack unmapped\n",
+        "in use at the end: ",
+    ] {
+        assert!(
+            waves.contains(line),
+            "thread_waves on {} lacks {line:?}:\n{waves}",
+            arch.name()
+        );
+    }
+    // The RSS bound is checked (by the example) where VmHWM is the program's own.
+    let rss = if arch.qemu().is_none() {
+        "(bound 48832 KiB)\n"
+    } else {
+        "the emulator's, not checked\n"
+    };
+    assert!(
+        waves.contains(rss),
+        "thread_waves on {} lacks {rss:?}:\n{waves}",
+        arch.name()
+    );
+}
+
 /// Every example, the page size the runtime took from `AT_PAGESZ`, and the
 /// panic handler.
 fn check_arch(arch: Arch, page_size: usize) {
@@ -125,6 +182,8 @@ fn check_arch(arch: Arch, page_size: usize) {
         stress.contains(&format!("{ops} operations, contents and alignment verified")),
         "{stress}"
     );
+
+    check_threads(arch, None);
 
     let (out, stdout) = run(arch, "hello", None, &["--panic", "x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -182,6 +241,7 @@ fn aarch64() {
     run_ok(Arch::Aarch64, "brk_blocked", Some(65536));
     run_ok_with(Arch::Aarch64, "stress", Some(65536), &["40000"], "stress");
     assert_eq!(run_ok(Arch::Aarch64, "tiny", Some(65536)), "tiny: ok\n");
+    check_threads(Arch::Aarch64, Some(65536));
 }
 
 #[test]

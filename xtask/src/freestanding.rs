@@ -15,7 +15,16 @@ use std::process::{Command, Output, Stdio};
 pub const NIGHTLY: &str = "nightly-2026-05-20";
 
 /// The examples that are freestanding programs.
-pub const EXAMPLES: [&str; 6] = ["hello", "brk_blocked", "tiny", "tiny_bump", "stress", "hostile"];
+pub const EXAMPLES: [&str; 8] = [
+    "hello",
+    "brk_blocked",
+    "tiny",
+    "tiny_bump",
+    "stress",
+    "hostile",
+    "threads",
+    "thread_waves",
+];
 
 /// The `*-linux-nostd.json` target specs at the repository root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
