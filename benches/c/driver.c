@@ -22,7 +22,8 @@
  * check) is the one in benches/compare/exec.rs. Only the replay is timed: the
  * CPU time spent reading the file is measured and subtracted. Memory for the
  * slot table and the hand-off queue comes from mmap/static storage, never
- * from malloc. Prints one line: status=... cpu_ns=... (as the Rust child).
+ * from malloc. Prints one line: status=... cpu_ns=... (as the Rust child),
+ * and misaligned=N: blocks returned with less than the asked alignment.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -152,7 +153,7 @@ typedef struct {
     const char *path;
     int index;
     int status;
-    uint64_t ops, live, peak_live, read_ns;
+    uint64_t ops, live, peak_live, read_ns, misaligned;
 } stream;
 
 static uint64_t clock_ns(clockid_t c) {
@@ -208,13 +209,16 @@ static void *replay(void *arg) {
             case OP_ALLOC: {
                 uint64_t align = 1ull << r[1];
                 void *p = NULL;
-                /* malloc's own alignment: 16 from 16 bytes up; smaller
-                 * blocks may be 8-aligned only (jemalloc, mimalloc). */
-                if (align <= 8 || (align == 16 && size >= 16)) p = malloc(size);
+                /* Only 8 is malloc's own alignment everywhere: jemalloc
+                 * returns 8-aligned 8-byte blocks, mimalloc 8-aligned 24-byte
+                 * ones. Larger alignments ask for it. */
+                if (align <= 8) p = malloc(size);
                 else if (posix_memalign(&p, align, size) != 0) p = NULL;
                 s->ops++;
                 if (!p) { fail(s, ST_OOM); break; }
-                if ((uintptr_t)p % align) { fail(s, ST_CORRUPT); break; }
+                /* Counted, not fatal: the parent decides (a peer's misaligned
+                 * block is its bug, reported beside its time; ours fail). */
+                if ((uintptr_t)p % align) s->misaligned++;
                 *b = (block){p, size, align, next_id++};
                 fill(b->ptr, size, b->id);
                 s->live += size;
@@ -504,17 +508,18 @@ int main(int argc, char **argv) {
     uint64_t cpu = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0, wall = clock_ns(CLOCK_MONOTONIC) - wall0;
     rss_kb(&rss1, &hwm1);
     int status = ST_OK;
-    uint64_t read_ns = 0, ops = 0, peak_live = 0;
+    uint64_t read_ns = 0, ops = 0, peak_live = 0, misaligned = 0;
     for (int i = 0; i < n; i++) {
         if (st[i].status > status) status = st[i].status;
+        misaligned += st[i].misaligned;
         read_ns += st[i].read_ns;
         ops += st[i].ops;
         peak_live += st[i].peak_live;
     }
     printf("status=%s cpu_ns=%llu wall_ns=%llu ops=%llu peak_live_bytes=%llu rss_start_kb=%llu peak_rss_kb=%llu "
-           "rss_end_kb=%llu\n",
+           "rss_end_kb=%llu misaligned=%llu\n",
            status_names[status], (unsigned long long)(cpu > read_ns ? cpu - read_ns : 0), (unsigned long long)wall,
            (unsigned long long)ops, (unsigned long long)peak_live, (unsigned long long)rss0, (unsigned long long)hwm1,
-           (unsigned long long)rss1);
+           (unsigned long long)rss1, (unsigned long long)misaligned);
     return 0;
 }

@@ -362,11 +362,17 @@ fn c_abi_table(cells: &[Cell], drivers: &[Driver], workloads: &[Workload]) -> St
             match find(w, d.name) {
                 Some(c) if c.status == RunStatus::Ok => {
                     let sm = summarize(cells, c);
+                    let mis = c.runs.iter().flatten().map(|r| r.misaligned).max().unwrap_or(0);
                     let _ = write!(
                         row,
-                        " {} · {} |",
+                        " {} · {}{} |",
                         sm.ratio.map_or("-".into(), |r| format!("{r:.2}")),
-                        mib(sm.peak_rss_kb)
+                        mib(sm.peak_rss_kb),
+                        if mis > 0 {
+                            format!(" ({mis} misaligned)")
+                        } else {
+                            String::new()
+                        }
                     );
                     tr.push(sm.ratio);
                     rr.push(sm.peak_rss_kb.zip(base_rss).map(|(a, b)| a / b.max(1.0)));
@@ -407,6 +413,11 @@ fn c_abi_table(cells: &[Cell], drivers: &[Driver], workloads: &[Workload]) -> St
         );
     }
     let _ = writeln!(s, "{t_row}\n{r_row}\n");
+    if cells.iter().any(|c| c.runs.iter().flatten().any(|r| r.misaligned > 0)) {
+        s += "(N misaligned): in a run, N blocks came back with less than the alignment asked of \
+              `posix_memalign` (the C driver counts them and goes on; for a preloaded peer the cell keeps its \
+              time, for glibc, musl and nolibc-alloc the cell would be CORRUPT).\n\n";
+    }
     s
 }
 

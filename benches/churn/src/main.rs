@@ -13,8 +13,73 @@ use std::alloc::{alloc, dealloc, Layout};
 
 use nolibc_alloc::NolibcAlloc;
 
+#[cfg(not(feature = "told-stack"))]
 #[global_allocator]
 static ALLOC: NolibcAlloc = NolibcAlloc::new();
+
+#[cfg(feature = "told-stack")]
+#[global_allocator]
+static ALLOC: NolibcAlloc<told::ToldStack> =
+    NolibcAlloc::with_source(told::ToldStack(nolibc_alloc::Linux), nolibc_alloc::Config::new());
+
+/// The Linux source, but the main thread's stack is the stack of the thread
+/// that asks (the allocator asks once, on its first call, which in this
+/// one-thread program is the main thread) rather than `/proc/self/stat`'s.
+#[cfg(feature = "told-stack")]
+mod told {
+    use core::ptr::NonNull;
+
+    use nolibc_alloc::{Linux, Source};
+
+    pub struct ToldStack(pub Linux);
+
+    // SAFETY: every method is Linux's, but `main_thread_stack`, which hands out
+    // no memory.
+    unsafe impl Source for ToldStack {
+        const HAS_BRK: bool = <Linux as Source>::HAS_BRK;
+        fn page_size(&self) -> usize {
+            self.0.page_size()
+        }
+        fn brk_current(&self) -> Option<NonNull<u8>> {
+            self.0.brk_current()
+        }
+        unsafe fn brk(&self, addr: NonNull<u8>) -> bool {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.0.brk(addr) }
+        }
+        fn stack_floor(&self) -> usize {
+            self.0.stack_floor()
+        }
+        fn map(&self, len: usize) -> Option<NonNull<u8>> {
+            self.0.map(len)
+        }
+        unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.0.unmap(ptr, len) }
+        }
+        unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.0.remap(ptr, old_len, new_len) }
+        }
+        unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.0.discard(ptr, len) }
+        }
+        fn is_mapped(&self, addr: *const u8) -> bool {
+            self.0.is_mapped(addr)
+        }
+        fn main_thread_stack(&self) -> Option<usize> {
+            let here = 0u8;
+            Some(core::ptr::addr_of!(here) as usize)
+        }
+        fn prepare_barrier(&self) -> bool {
+            self.0.prepare_barrier()
+        }
+        fn barrier_all_threads(&self) -> bool {
+            self.0.barrier_all_threads()
+        }
+    }
+}
 
 const LOOP_SEED: u64 = 0x100F_0000;
 const KEY: u64 = 0x7A11_7A11_7A11_7A11;
