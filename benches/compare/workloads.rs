@@ -305,7 +305,7 @@ impl Params {
             frag_small: 200_000,
             frag_big: 50_000,
             burst_bytes: 64 << 20,
-            server_slots: 8192,
+            server_slots: 32_768,
             server_steps: 2_000_000,
             loop_steps: 20_000_000,
         }
