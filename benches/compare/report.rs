@@ -120,7 +120,11 @@ pub fn summarize(cells: &[Cell], c: &Cell) -> Summary {
         rss_end_kb: end,
         rss_start_kb: start,
         // Blocks in the channel are not counted as live: no meaningful ratio.
-        rss_over_live: if c.workload == Workload::ProdCons { None } else { over },
+        rss_over_live: if matches!(c.workload, Workload::ProdCons | Workload::ProdCons4) {
+            None
+        } else {
+            over
+        },
         runs_ok: ok.len(),
     }
 }
