@@ -209,9 +209,9 @@ static void *replay(void *arg) {
             case OP_ALLOC: {
                 uint64_t align = 1ull << r[1];
                 void *p = NULL;
-                /* Only 8 is malloc's own alignment everywhere: jemalloc
-                 * returns 8-aligned 8-byte blocks, mimalloc 8-aligned 24-byte
-                 * ones. Larger alignments ask for it. */
+                /* Only 8 is malloc's own alignment everywhere (jemalloc,
+                 * tcmalloc and mimalloc return 8-byte blocks 8-aligned):
+                 * larger alignments are asked for. */
                 if (align <= 8) p = malloc(size);
                 else if (posix_memalign(&p, align, size) != 0) p = NULL;
                 s->ops++;
