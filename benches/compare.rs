@@ -736,5 +736,24 @@ fn o_summary(o: &Options) -> String {
     } else {
         s += &format!(" --runs {}", o.runs);
     }
+    if o.workloads != workloads::ALL {
+        let names: Vec<&str> = o.workloads.iter().map(|w| w.name()).collect();
+        s += &format!(" --workloads {}", names.join(","));
+    }
+    if o.allocs.len() != allocs::NAMES.len() {
+        // glibc is always there (the baseline).
+        let names: Vec<&str> = o.allocs.iter().map(String::as_str).filter(|n| *n != "glibc").collect();
+        s += &format!(" --allocs {}", names.join(","));
+    }
+    for (off, flag) in [
+        (o.strace, "--no-strace"),
+        (o.c, "--no-c"),
+        (o.footprint, "--no-footprint"),
+    ] {
+        if !off {
+            s += " ";
+            s += flag;
+        }
+    }
     s
 }
