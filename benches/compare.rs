@@ -4,21 +4,31 @@
 //! (`compare/workloads.rs`) through `GlobalAlloc`, each allocator × workload
 //! in a child process of its own (this binary, re-executed with `--child`),
 //! so peak RSS belongs to one allocator. Runs are interleaved (A B C, B C A,
-//! …). glibc's and musl's malloc, and nolibc-alloc's C ABI, run the same
-//! streams through a C driver that replays recorded op files
-//! (`compare/cdriver.rs`, `c/driver.c`).
+//! …). glibc's and musl's malloc, nolibc-alloc's C ABI, and jemalloc,
+//! tcmalloc and mimalloc preloaded, run the same streams through a C driver
+//! that replays recorded op files (`compare/cdriver.rs`, `c/driver.c`). The
+//! native workloads (`server*`, `loop64*`) are programs of their own on both
+//! sides (`compare/native.rs`, the native modes of `c/driver.c`).
 //!
 //! Options:
 //!   --quick            tiny op counts, 1 run; exit 1 if any cell fails (CI);
-//!                      also what `cargo test --all-targets` runs (no arguments)
+//!                      also what `cargo test --all-targets` runs (no arguments);
+//!                      ends with the instruction counts at 20 000 steps
 //!   --runs N           timed runs per cell (default 5)
-//!   --workloads a,b    only these workloads (small mixed large realloc threads prodcons frag burst)
+//!   --workloads a,b    only these workloads (small mixed large realloc threads threads4
+//!                      prodcons prodcons4 server server4 loop64 loop64x4 frag burst)
 //!   --allocs a,b       only these allocators (glibc is always added: it is the baseline)
 //!   --timeout S        kill a child after S seconds (default 60)
 //!   --no-strace        skip the syscall-counting run
 //!   --no-c             skip the C driver table
 //!   --no-footprint     skip `cargo xtask size`
 //!   --publish          also copy the results to benches/results/ and refresh BENCHMARKS.md
+//!   --instructions     only the instruction counts (valgrind cachegrind) of one
+//!                      free + malloc pair on `loop64`, C and Rust paths
+//!                      (`compare/instructions.rs`); writes `<target>/bench/instructions.md`
+//!   --steps N          steps of the instruction-count loop (default 2 000 000)
+//!   --no-instructions  skip the instruction counts of `--quick`
+//!   --help             this text
 //!
 //! Output: markdown tables on stdout and in `<target>/bench/results.md`, plus
 //! `results.json`, `results.csv` and `compare.svg` beside it (`--quick`:
@@ -38,6 +48,10 @@ mod exec;
 mod footprint;
 #[path = "../xtask/src/freestanding.rs"]
 mod freestanding;
+#[path = "compare/instructions.rs"]
+mod instructions;
+#[path = "compare/native.rs"]
+mod native;
 #[path = "compare/report.rs"]
 mod report;
 #[path = "compare/workloads.rs"]
@@ -90,6 +104,10 @@ pub struct Sample {
     pub rss_start_kb: u64,
     pub peak_rss_kb: u64,
     pub rss_end_kb: u64,
+    /// Frees of a block another thread allocated (native workloads).
+    pub remote_frees: Option<u64>,
+    /// Blocks returned with less than the asked alignment (C driver).
+    pub misaligned: u64,
 }
 
 impl Sample {
@@ -131,7 +149,15 @@ struct Options {
     c: bool,
     footprint: bool,
     publish: bool,
+    /// Only the instruction counts.
+    instructions: bool,
+    /// Steps of the instruction-count loop.
+    steps: u64,
+    /// The instruction counts at the end of `--quick`.
+    quick_instructions: bool,
 }
+
+const HELP: &str = include_str!("compare.rs");
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -144,6 +170,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         c: true,
         footprint: true,
         publish: false,
+        instructions: false,
+        steps: 2_000_000,
+        quick_instructions: true,
     };
     let mut runs = None;
     let mut it = args.iter();
@@ -176,6 +205,16 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--no-c" => o.c = false,
             "--no-footprint" => o.footprint = false,
             "--publish" => o.publish = true,
+            "--instructions" => o.instructions = true,
+            "--no-instructions" => o.quick_instructions = false,
+            "--steps" => o.steps = value()?.parse::<u64>().map_err(|e| format!("--steps: {e}"))?.max(1),
+            "--help" | "-h" => {
+                // The module documentation at the top of this file.
+                for l in HELP.lines().take_while(|l| l.starts_with("//!")) {
+                    println!("{}", l.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""));
+                }
+                std::process::exit(0);
+            }
             // cargo bench passes --bench to harness = false targets.
             "--bench" => {}
             _ => return Err(format!("unknown option {a}")),
@@ -209,12 +248,14 @@ fn parse_outcome(out: &str) -> Option<(String, Sample)> {
             rss_start_kb: num("rss_start_kb")?,
             peak_rss_kb: num("peak_rss_kb")?,
             rss_end_kb: num("rss_end_kb")?,
+            remote_frees: num("remote_frees"),
+            misaligned: num("misaligned").unwrap_or(0),
         },
     ))
 }
 
 /// Runs a command with a timeout; returns (stdout, status).
-fn run_child(cmd: &mut Command, timeout: u64) -> (String, RunStatus) {
+pub(crate) fn run_child(cmd: &mut Command, timeout: u64) -> (String, RunStatus) {
     let mut child = match cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -289,11 +330,20 @@ fn cell_command(table: Table, alloc: &str, w: Workload, o: &Options, ctx: &Ctx) 
         }
         Table::C => {
             let d = ctx.drivers.iter().find(|d| d.name == alloc).ok_or("no such driver")?;
-            let exe = d.exe.clone()?;
-            let files = ctx.op_files.iter().find(|(ww, _)| *ww == w).map(|(_, f)| f.clone());
-            let files = files.ok_or("op files were not recorded")?;
-            let mut c = Command::new(exe);
-            c.args(files);
+            let mut c = d.command()?;
+            let p = if o.quick { Params::quick() } else { Params::full() };
+            match w.native(&p) {
+                Some(workloads::Native::Server { threads, steps, slots }) => {
+                    c.args(["server", &steps.to_string(), &threads.to_string(), &slots.to_string()]);
+                }
+                Some(workloads::Native::Loop { threads, steps }) => {
+                    c.args(["loop64", &steps.to_string(), &threads.to_string()]);
+                }
+                None => {
+                    let files = ctx.op_files.iter().find(|(ww, _)| *ww == w).map(|(_, f)| f.clone());
+                    c.args(files.ok_or("op files were not recorded")?);
+                }
+            }
             Ok(c)
         }
     }
@@ -310,6 +360,11 @@ fn run_cell_once(cell: &Cell, o: &Options, ctx: &Ctx) -> (Option<Sample>, RunSta
     }
     match parse_outcome(&out) {
         Some((s, sample)) => match s.as_str() {
+            // A misaligned block fails our allocator and the C libraries; the
+            // preloaded peers' are their bugs: timed anyway, reported beside.
+            "OK" if sample.misaligned > 0 && !cdriver::PRELOADED.iter().any(|p| p.0 == cell.alloc) => {
+                (None, RunStatus::Corrupt)
+            }
             "OK" => (Some(sample), RunStatus::Ok),
             "OOM" => (None, RunStatus::Oom),
             "CORRUPT" => (None, RunStatus::Corrupt),
@@ -341,8 +396,15 @@ fn strace_counts(cmd: Command, o: &Options, ctx: &Ctx) -> Result<[u64; 5], Strin
     let mut s = Command::new("strace");
     s.args(["-f", "-c", "-o"])
         .arg(&file)
-        .args(["-e", "trace=brk,mmap,munmap,mremap,madvise", "--"]);
-    s.arg(cmd.get_program()).args(cmd.get_args());
+        .args(["-e", "trace=brk,mmap,munmap,mremap,madvise"]);
+    // The environment (LD_PRELOAD) is for the traced program, not for strace.
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.arg("-E")
+                .arg(format!("{}={}", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    s.arg("--").arg(cmd.get_program()).args(cmd.get_args());
     let (_, st) = run_child(&mut s, o.timeout * 3);
     if st != RunStatus::Ok {
         return Err(st.label());
@@ -458,6 +520,18 @@ fn main() {
         op_files: vec![],
     };
     let started = Instant::now();
+    if o.instructions {
+        let drivers = cdriver::build(&manifest.join("benches/c/driver.c"), &work.join("c"));
+        let (md, failed) = instructions::measure(&drivers, manifest, &target, &work, o.steps, o.timeout.max(600));
+        println!("{md}");
+        let file = target.join("bench/instructions.md");
+        let _ = std::fs::create_dir_all(target.join("bench"));
+        match std::fs::write(&file, &md) {
+            Ok(()) => eprintln!("compare: wrote {}", file.display()),
+            Err(e) => eprintln!("compare: cannot write {}: {e}", file.display()),
+        }
+        std::process::exit(i32::from(failed));
+    }
     let mut failed = !self_check(&ctx, &o);
 
     if o.c {
@@ -560,8 +634,7 @@ fn main() {
         };
         let mut c_base = Vec::new();
         for d in &ctx.drivers {
-            if let Ok(exe) = &d.exe {
-                let mut c = Command::new(exe);
+            if let Ok(mut c) = d.command() {
                 c.arg("none");
                 c_base.push((d.name, strace_counts(c, &o, &ctx)));
             }
@@ -594,8 +667,20 @@ fn main() {
         None
     };
 
+    // --quick: the instruction counts too, briefly (every program must run).
+    let instr = if o.quick && o.quick_instructions && o.c {
+        let (md, bad) = instructions::measure(&ctx.drivers, manifest, &target, &work, 20_000, o.timeout.max(120));
+        failed |= bad;
+        Some(md)
+    } else {
+        None
+    };
+
     let meta = report::Meta::collect(&o_summary(&o), &p, started.elapsed());
-    let md = report::markdown(&cells, &o.allocs, &ctx.drivers, &o.workloads, &p, &meta, fp.as_deref());
+    let mut md = report::markdown(&cells, &o.allocs, &ctx.drivers, &o.workloads, &p, &meta, fp.as_deref());
+    if let Some(i) = &instr {
+        md += &format!("\n{i}");
+    }
     println!("{md}");
     let svg = report::svg(&cells, &o.allocs, &o.workloads);
     let files = [
@@ -650,6 +735,25 @@ fn o_summary(o: &Options) -> String {
         s += " --quick";
     } else {
         s += &format!(" --runs {}", o.runs);
+    }
+    if o.workloads != workloads::ALL {
+        let names: Vec<&str> = o.workloads.iter().map(|w| w.name()).collect();
+        s += &format!(" --workloads {}", names.join(","));
+    }
+    if o.allocs.len() != allocs::NAMES.len() {
+        // glibc is always there (the baseline).
+        let names: Vec<&str> = o.allocs.iter().map(String::as_str).filter(|n| *n != "glibc").collect();
+        s += &format!(" --allocs {}", names.join(","));
+    }
+    for (off, flag) in [
+        (o.strace, "--no-strace"),
+        (o.c, "--no-c"),
+        (o.footprint, "--no-footprint"),
+    ] {
+        if !off {
+            s += " ";
+            s += flag;
+        }
     }
     s
 }

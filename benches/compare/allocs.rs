@@ -118,13 +118,18 @@ pub struct Outcome {
     pub rss_start_kb: u64,
     pub peak_rss_kb: u64,
     pub rss_end_kb: u64,
+    /// Frees of a block another thread allocated (native workloads).
+    pub remote_frees: Option<u64>,
 }
 
 impl Outcome {
     /// The child's stdout line, parsed by `parse_outcome`.
     pub fn line(&self) -> String {
+        let remote = self
+            .remote_frees
+            .map_or(String::new(), |n| format!(" remote_frees={n}"));
         format!(
-            "status={} cpu_ns={} wall_ns={} ops={} peak_live_bytes={} rss_start_kb={} peak_rss_kb={} rss_end_kb={}",
+            "status={} cpu_ns={} wall_ns={} ops={} peak_live_bytes={} rss_start_kb={} peak_rss_kb={} rss_end_kb={}{remote}",
             self.status.name(),
             self.cpu_ns,
             self.wall_ns,
@@ -175,12 +180,18 @@ pub fn process_cpu_ns() -> u64 {
 /// Runs workload `w` on allocator `a`: every stream on its own thread (one
 /// stream: this thread). Times the workload only.
 fn run<A: GlobalAlloc + Sync>(a: &A, w: Workload, p: &Params) -> Outcome {
+    if let Some(n) = w.native(p) {
+        return crate::native::run(a, n);
+    }
     let n = w.streams();
     let mut execs: Vec<Exec<'_, A>> = (0..n).map(|s| Exec::new(a, w.slots(p, s), s)).collect();
-    if w == Workload::ProdCons {
-        let (tx, rx) = sync_channel(256);
-        execs[0].tx = Some(tx);
-        execs[1].rx = Some(rx);
+    if matches!(w, Workload::ProdCons | Workload::ProdCons4) {
+        // Pair k: stream 2k produces, 2k + 1 consumes.
+        for k in 0..n / 2 {
+            let (tx, rx) = sync_channel(256);
+            execs[2 * k].tx = Some(tx);
+            execs[2 * k + 1].rx = Some(rx);
+        }
     }
     let (rss_start_kb, _) = rss_kb();
     let wall = Instant::now();
@@ -221,6 +232,7 @@ fn run<A: GlobalAlloc + Sync>(a: &A, w: Workload, p: &Params) -> Outcome {
         rss_start_kb,
         peak_rss_kb,
         rss_end_kb,
+        remote_frees: None,
     }
 }
 

@@ -1,6 +1,9 @@
 //! The C side: records each workload's streams to op files, builds
 //! `benches/c/driver.c` against glibc and (statically) against musl, and
-//! runs the drivers, which replay the files through `malloc`/`free`.
+//! runs the drivers, which replay the files through `malloc`/`free` (or run
+//! a native workload). The glibc driver also runs with the allocators a C
+//! user would preload instead (Debian's jemalloc, tcmalloc, mimalloc, and
+//! our `libnolibc_alloc_c.so`), through `LD_PRELOAD`.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -60,7 +63,8 @@ impl Sink for Recorder {
     }
 }
 
-/// Writes the op files of `w` into `dir`; returns their paths, one per stream.
+/// Writes the op files of `w` into `dir`; returns their paths, one per stream
+/// (none for a native workload).
 pub fn record(w: Workload, p: &Params, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut paths = Vec::new();
@@ -92,9 +96,54 @@ pub fn record(w: Workload, p: &Params, dir: &Path) -> std::io::Result<Vec<PathBu
 /// One build of the driver: a column of the C table.
 pub struct Driver {
     pub name: &'static str,
-    pub note: &'static str,
+    pub note: String,
     /// The executable, or why there is none.
     pub exe: Result<PathBuf, String>,
+    /// The shared library it runs with (`LD_PRELOAD`), if any.
+    pub preload: Option<PathBuf>,
+}
+
+impl Driver {
+    /// The command that runs the driver with `args`.
+    pub fn command(&self) -> Result<Command, String> {
+        let mut c = Command::new(self.exe.clone()?);
+        if let Some(lib) = &self.preload {
+            c.env("LD_PRELOAD", lib);
+        }
+        Ok(c)
+    }
+}
+
+/// The preloaded allocators: (driver name, Debian package, library file name prefix).
+pub const PRELOADED: [(&str, &str, &str); 3] = [
+    ("jemalloc-C", "libjemalloc2", "libjemalloc.so"),
+    ("tcmalloc-C", "libtcmalloc-minimal4", "libtcmalloc_minimal.so"),
+    ("mimalloc-C", "libmimalloc2.0", "libmimalloc.so"),
+];
+
+/// The shared library of an installed Debian package, from `dpkg -L`: the
+/// shortest file name starting with `prefix` (the soname link, not a
+/// `_debug` twin).
+pub fn find_package_lib(package: &str, prefix: &str) -> Result<PathBuf, String> {
+    let missing = || format!("install Debian's `{package}` (apt-get install {package})");
+    let out = Command::new("dpkg")
+        .args(["-L", package])
+        .output()
+        .map_err(|_| missing())?;
+    if !out.status.success() {
+        return Err(missing());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+                && p.exists()
+        })
+        .min_by_key(|p| p.as_os_str().len())
+        .ok_or_else(missing)
 }
 
 fn compile(cc: &str, args: &[&str], src: &Path, libs: &[&Path], out: &Path) -> Result<PathBuf, String> {
@@ -137,19 +186,75 @@ pub fn build(src: &Path, dir: &Path) -> Vec<Driver> {
     let mut v = vec![
         Driver {
             name: "glibc-C",
-            note: "gcc -O2, glibc malloc (the C table's baseline)",
-            exe: glibc,
+            note: "gcc -O2, glibc malloc (the C table's baseline)".into(),
+            exe: glibc.clone(),
+            preload: None,
         },
         Driver {
             name: "musl-C",
-            note: "musl-gcc -O2 -static, musl's malloc",
+            note: "musl-gcc -O2 -static, musl's malloc".into(),
             exe: musl,
+            preload: None,
         },
     ];
-    if let Some(d) = nolibc_c_driver(src, dir) {
-        v.push(d);
+    for (name, package, prefix) in PRELOADED {
+        let lib = find_package_lib(package, prefix);
+        v.push(Driver {
+            name,
+            note: match &lib {
+                Ok(l) => format!(
+                    "the glibc driver with `LD_PRELOAD={}` (Debian `{package}`)",
+                    l.display()
+                ),
+                Err(_) => format!("the glibc driver with Debian `{package}`'s library preloaded"),
+            },
+            exe: glibc
+                .clone()
+                .and_then(|e| lib.as_ref().map(|_| e).map_err(|e| e.clone())),
+            preload: lib.ok(),
+        });
     }
+    v.push(nolibc_c_driver(src, dir));
+    let so = build_capi_gnu();
+    v.push(Driver {
+        name: "nolibc-alloc-so",
+        note: match &so {
+            Ok(l) => format!(
+                "the glibc driver with `LD_PRELOAD={}` (capi/ built for the host, as tests/c_abi.rs does)",
+                l.display()
+            ),
+            Err(_) => "the glibc driver with capi/'s libnolibc_alloc_c.so preloaded".into(),
+        },
+        exe: glibc.and_then(|e| so.as_ref().map(|_| e).map_err(|e| e.clone())),
+        preload: so.ok(),
+    });
     v
+}
+
+/// Builds `libnolibc_alloc_c.so` for the host (glibc) with the current
+/// toolchain, into the directory tests/c_abi.rs builds it in; returns its path.
+pub fn build_capi_gnu() -> Result<PathBuf, String> {
+    use crate::freestanding::{build_dir, repo_root};
+    let nostd = build_dir();
+    let target_dir = nostd.parent().unwrap_or(&nostd).join("capi").join("gnu");
+    eprintln!("compare: building capi/ for the host (nolibc-alloc-so)...");
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--release", "--manifest-path"])
+        .arg(repo_root().join("capi/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(format!("building capi/ failed ({}): {last}", out.status));
+    }
+    let lib = target_dir.join("release/libnolibc_alloc_c.so");
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(format!("{} was not built", lib.display()))
+    }
 }
 
 /// The driver with nolibc-alloc's C ABI in front of musl's malloc:
@@ -157,7 +262,7 @@ pub fn build(src: &Path, dir: &Path) -> Vec<Driver> {
 /// nightly, build-std; the same command and directory as tests/c_abi.rs, so
 /// the two share the build), linked with `musl-gcc -O2 -static driver.c
 /// libnolibc_alloc_c.a`. Its ratio is to glibc-C like musl-C's.
-fn nolibc_c_driver(src: &Path, dir: &Path) -> Option<Driver> {
+fn nolibc_c_driver(src: &Path, dir: &Path) -> Driver {
     let exe = (|| -> Result<PathBuf, String> {
         if !have("musl-gcc") {
             return Err("musl-gcc is missing: install Debian's `musl-tools` (apt-get install musl-tools)".into());
@@ -171,11 +276,13 @@ fn nolibc_c_driver(src: &Path, dir: &Path) -> Option<Driver> {
             &dir.join("driver-nolibc-alloc"),
         )
     })();
-    Some(Driver {
+    Driver {
         name: "nolibc-alloc-C",
-        note: "musl-gcc -O2 -static with capi/'s libnolibc_alloc_c.a (musl target) linked in front of musl's malloc",
+        note: "musl-gcc -O2 -static with capi/'s libnolibc_alloc_c.a (musl target) linked in front of musl's malloc"
+            .into(),
         exe,
-    })
+        preload: None,
+    }
 }
 
 /// Builds `libnolibc_alloc_c.a` for the musl target; returns its path.

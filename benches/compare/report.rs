@@ -120,7 +120,11 @@ pub fn summarize(cells: &[Cell], c: &Cell) -> Summary {
         rss_end_kb: end,
         rss_start_kb: start,
         // Blocks in the channel are not counted as live: no meaningful ratio.
-        rss_over_live: if c.workload == Workload::ProdCons { None } else { over },
+        rss_over_live: if matches!(c.workload, Workload::ProdCons | Workload::ProdCons4) {
+            None
+        } else {
+            over
+        },
         runs_ok: ok.len(),
     }
 }
@@ -245,6 +249,9 @@ pub fn markdown(
         let _ = writeln!(s, "{row}");
     }
     let _ = writeln!(s, "\n![ratio to glibc per workload](compare.svg)\n");
+    if drivers.len() > 1 {
+        s += &c_abi_table(cells, drivers, workloads);
+    }
 
     let _ = writeln!(s, "### Allocators\n");
     for n in names {
@@ -265,6 +272,7 @@ pub fn markdown(
         for c in cells.iter().filter(|c| c.table == Table::Rust && c.workload == w) {
             let _ = writeln!(s, "{}", cell_row(cells, c));
         }
+        s += &remote_line(cells, Table::Rust, w);
         if cells.iter().any(|c| c.table == Table::C && c.workload == w) {
             let _ = writeln!(
                 s,
@@ -274,6 +282,7 @@ pub fn markdown(
             for c in cells.iter().filter(|c| c.table == Table::C && c.workload == w) {
                 let _ = writeln!(s, "{}", cell_row(cells, c));
             }
+            s += &remote_line(cells, Table::C, w);
         }
         let _ = writeln!(s);
     }
@@ -289,6 +298,129 @@ pub fn markdown(
     );
     if let Some(fp) = footprint {
         let _ = writeln!(s, "### Footprint\n\n{fp}");
+    }
+    s
+}
+
+/// The share of frees that were of another thread's block (native server
+/// workloads), median over runs, per allocator; empty if none counted.
+fn remote_line(cells: &[Cell], table: Table, w: Workload) -> String {
+    let parts: Vec<String> = cells
+        .iter()
+        .filter(|c| c.table == table && c.workload == w)
+        .filter_map(|c| {
+            let mut v: Vec<f64> = c
+                .runs
+                .iter()
+                .flatten()
+                .filter_map(|s| Some(s.remote_frees? as f64 / (s.ops as f64 / 2.0).max(1.0)))
+                .collect();
+            median(&mut v).map(|m| format!("{} {:.0} %", c.alloc, m * 100.0))
+        })
+        .collect();
+    if parts.is_empty() || !matches!(w, Workload::Server | Workload::Server4) {
+        return String::new();
+    }
+    format!(
+        "\nFrees of a block another thread allocated, share of all frees (median): {}\n",
+        parts.join(", ")
+    )
+}
+
+fn geomean(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    Some((v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
+}
+
+/// The C ABI against the allocators a C user would preload instead: per
+/// workload, each C driver's time ratio to glibc-C and its peak RSS; and
+/// the geometric means (of the workloads where every driver ran).
+fn c_abi_table(cells: &[Cell], drivers: &[Driver], workloads: &[Workload]) -> String {
+    let mut s = String::from(
+        "### The C ABI against the allocators a C user would preload (C driver, one run)\n\n\
+         Each cell: CPU time ÷ glibc-C's in the same run (median over runs) · peak RSS in MiB (median). \
+         Last rows: geometric means over the workloads where every column has a number.\n\n",
+    );
+    let mut head = String::from("| workload |");
+    let mut rule = String::from("|---|");
+    for d in drivers {
+        let _ = write!(head, " {} |", d.name);
+        rule += "--:|";
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    let find = |w: Workload, n: &str| {
+        cells
+            .iter()
+            .find(|c| c.table == Table::C && c.workload == w && c.alloc == n)
+    };
+    let mut time: Vec<Vec<f64>> = vec![Vec::new(); drivers.len()];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); drivers.len()];
+    for &w in workloads {
+        let mut row = format!("| {} |", w.name());
+        let mut tr = Vec::new();
+        let mut rr = Vec::new();
+        let base_rss = find(w, "glibc-C").and_then(|c| summarize(cells, c).peak_rss_kb);
+        for d in drivers {
+            match find(w, d.name) {
+                Some(c) if c.status == RunStatus::Ok => {
+                    let sm = summarize(cells, c);
+                    let mis = c.runs.iter().flatten().map(|r| r.misaligned).max().unwrap_or(0);
+                    let _ = write!(
+                        row,
+                        " {} · {}{} |",
+                        sm.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                        mib(sm.peak_rss_kb),
+                        if mis > 0 {
+                            format!(" ({mis} misaligned)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    tr.push(sm.ratio);
+                    rr.push(sm.peak_rss_kb.zip(base_rss).map(|(a, b)| a / b.max(1.0)));
+                }
+                Some(c) => {
+                    let _ = write!(row, " **{}** |", c.status.label());
+                    tr.push(None);
+                    rr.push(None);
+                }
+                None => {
+                    row += " - |";
+                    tr.push(None);
+                    rr.push(None);
+                }
+            }
+        }
+        if tr.iter().all(Option::is_some) && rr.iter().all(Option::is_some) {
+            for (i, (t, r)) in tr.into_iter().zip(rr).enumerate() {
+                time[i].extend(t);
+                rss[i].extend(r);
+            }
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    let n = time.first().map_or(0, Vec::len);
+    let mut t_row = format!("| geomean, time ÷ glibc-C ({n} workloads) |");
+    let mut r_row = format!("| geomean, peak RSS ÷ glibc-C's ({n} workloads) |");
+    for i in 0..drivers.len() {
+        let _ = write!(
+            t_row,
+            " {} |",
+            geomean(&time[i]).map_or("-".into(), |g| format!("{g:.2}"))
+        );
+        let _ = write!(
+            r_row,
+            " {} |",
+            geomean(&rss[i]).map_or("-".into(), |g| format!("{g:.2}"))
+        );
+    }
+    let _ = writeln!(s, "{t_row}\n{r_row}\n");
+    if cells.iter().any(|c| c.runs.iter().flatten().any(|r| r.misaligned > 0)) {
+        s += "(N misaligned): in a run, N blocks came back with less than the alignment asked of \
+              `posix_memalign` (the C driver counts them and goes on; for a preloaded peer the cell keeps its \
+              time, for glibc, musl and nolibc-alloc the cell would be CORRUPT).\n\n";
     }
     s
 }

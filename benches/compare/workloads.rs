@@ -82,18 +82,46 @@ pub enum Workload {
     ProdCons,
     Frag,
     Burst,
+    // Added later: appended, so the seeds (`w as u64`) of the ones above stay.
+    Threads4,
+    ProdCons4,
+    Server,
+    Server4,
+    Loop64,
+    Loop64x4,
 }
 
-pub const ALL: [Workload; 8] = [
+pub const ALL: [Workload; 14] = [
     Workload::Small,
     Workload::Mixed,
     Workload::Large,
     Workload::Realloc,
     Workload::Threads,
+    Workload::Threads4,
     Workload::ProdCons,
+    Workload::ProdCons4,
+    Workload::Server,
+    Workload::Server4,
+    Workload::Loop64,
+    Workload::Loop64x4,
     Workload::Frag,
     Workload::Burst,
 ];
+
+/// How a workload runs: from an operation stream per thread (recorded to
+/// files for the C driver), or as a program of its own on both sides
+/// (`native.rs` and the native modes of `driver.c`), because what it does
+/// depends on other threads (the shared table) or because its stream would be
+/// too long to record (20 M steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Native {
+    /// `threads` threads replace random blocks of one shared table of `slots`;
+    /// `steps` replacements in all.
+    Server { threads: usize, steps: u64, slots: usize },
+    /// `threads` threads, each its own 64 live blocks of 8-135 B: free one,
+    /// allocate one; `steps` in all.
+    Loop { threads: usize, steps: u64 },
+}
 
 impl Workload {
     pub fn name(self) -> &'static str {
@@ -106,16 +134,45 @@ impl Workload {
             Workload::ProdCons => "prodcons",
             Workload::Frag => "frag",
             Workload::Burst => "burst",
+            Workload::Threads4 => "threads4",
+            Workload::ProdCons4 => "prodcons4",
+            Workload::Server => "server",
+            Workload::Server4 => "server4",
+            Workload::Loop64 => "loop64",
+            Workload::Loop64x4 => "loop64x4",
         }
     }
     pub fn from_name(s: &str) -> Option<Workload> {
         ALL.iter().copied().find(|w| w.name() == s)
     }
-    /// Streams run concurrently, one thread each.
+    /// Streams run concurrently, one thread each (native workloads: 0).
     pub fn streams(self) -> usize {
         match self {
             Workload::Threads | Workload::ProdCons => 2,
+            Workload::Threads4 | Workload::ProdCons4 => 4,
+            Workload::Server | Workload::Server4 | Workload::Loop64 | Workload::Loop64x4 => 0,
             _ => 1,
+        }
+    }
+    /// The workload's own program, if it is not an operation stream.
+    pub fn native(self, p: &Params) -> Option<Native> {
+        let server = |threads| Native::Server {
+            threads,
+            steps: p.server_steps,
+            slots: p.server_slots,
+        };
+        match self {
+            Workload::Server => Some(server(2)),
+            Workload::Server4 => Some(server(4)),
+            Workload::Loop64 => Some(Native::Loop {
+                threads: 1,
+                steps: p.loop_steps,
+            }),
+            Workload::Loop64x4 => Some(Native::Loop {
+                threads: 4,
+                steps: p.loop_steps,
+            }),
+            _ => None,
         }
     }
     /// One line for the report.
@@ -144,9 +201,33 @@ impl Workload {
                 p.small_live / 2,
                 p.small_ops / 2
             ),
+            Workload::Threads4 => format!(
+                "four threads, one allocator: small churn each ({} live, {} ops per thread)",
+                p.small_live / 4,
+                p.small_ops / 4
+            ),
             Workload::ProdCons => format!(
                 "producer/consumer: 16 B-4 KiB log-uniform, {} blocks through a bounded channel",
                 p.prodcons_blocks
+            ),
+            Workload::ProdCons4 => format!(
+                "two producer/consumer pairs (4 threads): 16 B-4 KiB log-uniform, {} blocks per pair, \
+                 each through its own bounded channel",
+                p.prodcons_blocks / 2
+            ),
+            Workload::Server | Workload::Server4 => format!(
+                "server: {} threads replace random blocks (16 B-1 KiB) of one shared table of {} slots, \
+                 drawing again (up to {SERVER_DRAWS} draws) while the slot holds their own block, so most \
+                 frees are of another thread's block; {} replacements in all",
+                self.streams_native(),
+                p.server_slots,
+                p.server_steps
+            ),
+            Workload::Loop64 | Workload::Loop64x4 => format!(
+                "malloc/free loop: {} thread(s), each 64 live blocks of 8-135 B, each step frees a random one \
+                 and allocates 8 + (rand & 127) B in its place; {} steps in all",
+                self.streams_native(),
+                p.loop_steps
             ),
             Workload::Frag => format!(
                 "fragmentation: {} blocks of 16-256 B, free every other, then {} of 1-4 KiB",
@@ -156,6 +237,15 @@ impl Workload {
                 "burst: {} in 16 B-16 KiB blocks (log-uniform), then free all",
                 bytes(p.burst_bytes)
             ),
+        }
+    }
+    /// The thread count of a native workload.
+    pub fn streams_native(self) -> usize {
+        match self {
+            Workload::Server => 2,
+            Workload::Server4 | Workload::Loop64x4 => 4,
+            Workload::Loop64 => 1,
+            _ => self.streams(),
         }
     }
     /// The slot table size of `stream`: one dry run of the generator.
@@ -190,7 +280,14 @@ pub struct Params {
     pub frag_small: usize,
     pub frag_big: usize,
     pub burst_bytes: u64,
+    pub server_slots: usize,
+    pub server_steps: u64,
+    pub loop_steps: u64,
 }
+
+/// Draws of a slot a server thread makes, at most, to find one that holds
+/// another thread's block.
+pub const SERVER_DRAWS: u32 = 4;
 
 impl Params {
     pub fn full() -> Self {
@@ -208,6 +305,9 @@ impl Params {
             frag_small: 200_000,
             frag_big: 50_000,
             burst_bytes: 64 << 20,
+            server_slots: 32_768,
+            server_steps: 2_000_000,
+            loop_steps: 20_000_000,
         }
     }
     pub fn quick() -> Self {
@@ -225,6 +325,9 @@ impl Params {
             frag_small: 2_000,
             frag_big: 500,
             burst_bytes: 4 << 20,
+            server_slots: 256,
+            server_steps: 20_000,
+            loop_steps: 20_000,
         }
     }
 }
@@ -280,6 +383,9 @@ pub fn generate<S: Sink>(w: Workload, p: &Params, stream: usize, s: &mut S) {
     match w {
         Workload::Small => churn(s, &mut r, p.small_live, p.small_ops, small_size, (4, 8)),
         Workload::Threads => churn(s, &mut r, p.small_live / 2, p.small_ops / 2, small_size, (4, 8)),
+        Workload::Threads4 => churn(s, &mut r, p.small_live / 4, p.small_ops / 4, small_size, (4, 8)),
+        // Not operation streams (`native`): nothing to generate.
+        Workload::Server | Workload::Server4 | Workload::Loop64 | Workload::Loop64x4 => {}
         Workload::Mixed => churn(s, &mut r, p.mixed_live, p.mixed_ops, |r| r.log_uniform(4, 16), (4, 12)),
         Workload::Large => churn(s, &mut r, p.large_live, p.large_ops, |r| r.log_uniform(17, 23), (4, 12)),
         Workload::Realloc => {
@@ -300,12 +406,14 @@ pub fn generate<S: Sink>(w: Workload, p: &Params, stream: usize, s: &mut S) {
                 s.free(0);
             }
         }
-        Workload::ProdCons => {
-            for _ in 0..p.prodcons_blocks {
+        Workload::ProdCons | Workload::ProdCons4 => {
+            // Even streams produce, odd ones consume (pair = stream / 2).
+            let pairs = w.streams() as u64 / 2;
+            for _ in 0..p.prodcons_blocks / pairs {
                 if !s.ok() {
                     break;
                 }
-                if stream == 0 {
+                if stream.is_multiple_of(2) {
                     let (sz, al) = (r.log_uniform(4, 12), align_log2(&mut r, 4, 8));
                     s.alloc(0, sz, al);
                     s.send(0);
