@@ -271,9 +271,8 @@ pub fn measure(
         let _ = writeln!(
             s,
             "Probes in benches/churn under valgrind: `membarrier(REGISTER_PRIVATE_EXPEDITED)` {mb}; \
-             `/proc/self/stat`'s start of stack is the program's own stack: {ss}. {}\n",
-            "(nolibc-alloc's thread heaps need neither: its rows are the heap path of a thread with a thread \
-             pointer.)"
+             `/proc/self/stat`'s start of stack is the program's own stack: {ss}. (nolibc-alloc's thread heaps \
+             need neither: its rows are the heap path of a thread with a thread pointer.)\n"
         );
     }
     (s, failed)
