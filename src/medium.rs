@@ -12,6 +12,7 @@ use core::ptr::{self, NonNull};
 use linked_list_allocator::Heap;
 
 use crate::fault::{fault, Fault};
+use crate::map_cache::MapCache;
 use crate::os::{align_up, Os, Source};
 
 /// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
@@ -123,6 +124,8 @@ pub(crate) struct Core {
     next_region_bytes: usize,
     /// Lowest address the stack may grow down to; 0 until read.
     stack_floor: usize,
+    /// Freed large blocks' mappings kept for reuse (under this lock).
+    pub(crate) maps: MapCache,
 }
 
 // SAFETY: only used under the core lock; the pointers point into regions the
@@ -153,6 +156,7 @@ impl Core {
             brk_state: if use_brk { BrkState::On } else { BrkState::Off },
             next_region_bytes: 0,
             stack_floor: 0,
+            maps: MapCache::new(),
         }
     }
 
@@ -364,13 +368,15 @@ impl Core {
         live
     }
 
-    /// Whether the program has just freed everything after using at least
-    /// `IDLE_PURGE_MIN_BYTES` (then the caller gives everything back, as
-    /// `trim` does). Answers `true` once per such burst.
+    /// Whether the program has just freed everything (large blocks
+    /// included) after using at least `IDLE_PURGE_MIN_BYTES` (then the
+    /// caller gives everything back, as `trim` does). Answers `true` once
+    /// per such burst.
     pub(crate) fn idle_after_burst(&mut self) -> bool {
-        let live = self.note_live();
-        if live == 0 && self.recent_peak_bytes >= IDLE_PURGE_MIN_BYTES {
+        let live = self.note_live() + self.maps.live();
+        if live == 0 && self.recent_peak_bytes.max(self.maps.recent_peak()) >= IDLE_PURGE_MIN_BYTES {
             self.recent_peak_bytes = 0;
+            self.maps.reset_peak();
             return true;
         }
         false
@@ -599,6 +605,8 @@ impl Core {
         if dirty != self.dirty_bytes || self.used_bytes < dirty {
             fault(Fault::Corrupt("dirty bytes"), dirty);
         }
+        // Every page size is a multiple of 4096.
+        self.maps.validate(4096);
         used
     }
 }
