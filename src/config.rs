@@ -40,14 +40,14 @@ pub const DEFAULT_TRIM_THRESHOLD_BYTES: usize = 128 << 10;
 /// Default floor of the mapping cache (see `BENCHMARKS.md`, "Mapping cache").
 pub const DEFAULT_MAP_CACHE_FLOOR_BYTES: usize = 4 << 20;
 /// Default share of the recent peak of live large bytes the mapping cache keeps.
-pub const DEFAULT_MAP_CACHE_PERCENT: usize = 100;
+pub const DEFAULT_MAP_CACHE_PERCENT: usize = 200;
 /// Default age (in large allocations and frees) at which a cached mapping goes back.
 pub const DEFAULT_MAP_CACHE_AGE_EVENTS: usize = 1024;
 
 impl Config {
     /// The defaults: 128 KiB mmap threshold (adaptive), 128 KiB trim
-    /// threshold, brk by target, a mapping cache of up to the recent peak of
-    /// live large bytes (at least 4 MiB) with an age of 1024 events.
+    /// threshold, brk by target, a mapping cache of up to twice the recent
+    /// peak of live large bytes (at least 4 MiB) with an age of 1024 events.
     pub const fn new() -> Self {
         Config {
             mmap_threshold: DEFAULT_MMAP_THRESHOLD_BYTES,

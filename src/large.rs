@@ -175,7 +175,7 @@ impl<S: Source> NolibcAlloc<S> {
             let Some(len) = align_up(need, page) else {
                 return ptr::null_mut();
             };
-            let mut cached = None;
+            let (mut cached, mut grow) = (None, None);
             if policy.enabled() {
                 let mut out = Evicted::new();
                 {
@@ -183,9 +183,20 @@ impl<S: Source> NolibcAlloc<S> {
                     cached = core.maps.take(len, policy, &mut out);
                     if cached.is_none() {
                         core.maps.add_live(len);
+                        grow = core.maps.take_largest();
                     }
                 }
                 self.unmap_evicted(&out);
+            }
+            // No span fits: grow the largest one rather than fault in a
+            // whole fresh mapping.
+            if let Some((span, slen)) = grow {
+                // SAFETY: the span is ours alone (out of the cache).
+                match unsafe { os.remap(span, slen, len) } {
+                    Some(map) => cached = Some((map, len)),
+                    // SAFETY: as above.
+                    None => unsafe { os.unmap(span, slen) },
+                }
             }
             let (map, len, fresh) = match cached {
                 Some((map, got)) => (map, got, false),

@@ -228,6 +228,21 @@ impl MapCache {
         Some(self.cut_front(i, len))
     }
 
+    /// The largest span (shorter than `len`, since [`MapCache::take`] found
+    /// none that fits), taken out whole to be grown to `len` with `mremap`:
+    /// its pages stay faulted in, only the rest is fresh. Not counted as
+    /// live (the caller counts `len`).
+    pub(crate) fn take_largest(&mut self) -> Option<(NonNull<u8>, usize)> {
+        let i = (0..CACHE_SPANS)
+            .filter(|&i| !self.spans[i].ptr.is_null())
+            .max_by_key(|&i| self.spans[i].len)?;
+        let s = self.spans[i];
+        self.spans[i] = EMPTY;
+        self.bytes -= s.len;
+        // SAFETY: used entries are non-null.
+        Some((unsafe { NonNull::new_unchecked(s.ptr) }, s.len))
+    }
+
     /// Takes `len` bytes from the front of span `i` (the whole span if too
     /// little would be left).
     fn cut_front(&mut self, i: usize, len: usize) -> (NonNull<u8>, usize) {
