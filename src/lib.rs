@@ -189,6 +189,14 @@ impl<S: Source> NolibcAlloc<S> {
             self.unmap_evicted(&out);
         }
         loop {
+            let (release, bytes) = self.core.lock().release_dirty_region(&self.os);
+            if bytes == 0 {
+                break;
+            }
+            released += bytes;
+            self.finish(release);
+        }
+        loop {
             let (victims, n) = self.core.lock().drain_dirty();
             if n == 0 {
                 break;
