@@ -223,7 +223,11 @@ unsafe impl Source for FakeSource {
             return false;
         };
         let (start, size) = cell.get();
-        cell.set(if size == extra { (0, 0) } else { (start + extra, size - extra) });
+        cell.set(if size == extra {
+            (0, 0)
+        } else {
+            (start + extra, size - extra)
+        });
         // SAFETY: the range was unmapped and is inside the buffer.
         unsafe { core::ptr::write_bytes(self.at(end).as_ptr(), 0, extra) };
         self.mapped.set(self.mapped.get() + extra);

@@ -293,7 +293,13 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// The block at `map + pad` is a live large block with this mapping.
-    pub(crate) unsafe fn resize_large(&self, map: NonNull<u8>, len: usize, pad: usize, new_size: usize) -> Option<*mut u8> {
+    pub(crate) unsafe fn resize_large(
+        &self,
+        map: NonNull<u8>,
+        len: usize,
+        pad: usize,
+        new_size: usize,
+    ) -> Option<*mut u8> {
         let os = &self.os;
         let page = os.page();
         let policy = self.tuning.map_cache();
@@ -319,7 +325,11 @@ impl<S: Source> NolibcAlloc<S> {
             return Some(user.as_ptr());
         }
         let want = align_up(need.max(len + len / 2), page)?;
-        let after = self.core.lock().maps.take_after(base.wrapping_add(len), need - len, want - len, policy, &mut out);
+        let after = self
+            .core
+            .lock()
+            .maps
+            .take_after(base.wrapping_add(len), need - len, want - len, policy, &mut out);
         self.unmap_evicted(&out);
         if let Some(extra) = after {
             // SAFETY: the span right after the mapping is the block's now.
@@ -377,13 +387,7 @@ impl<S: Source> NolibcAlloc<S> {
 ///
 /// # Safety
 /// The block at `map + pad` is a live large block with this mapping.
-unsafe fn remap<S: Source>(
-    os: &Os<S>,
-    map: NonNull<u8>,
-    len: usize,
-    pad: usize,
-    new_size: usize,
-) -> Option<*mut u8> {
+unsafe fn remap<S: Source>(os: &Os<S>, map: NonNull<u8>, len: usize, pad: usize, new_size: usize) -> Option<*mut u8> {
     let page = os.page();
     let need = align_up(new_size.checked_add(pad)?, page)?;
     let new_len = if need > len {

@@ -539,10 +539,12 @@ impl Core {
     pub(crate) fn release_dirty_region<S: Source>(&mut self, os: &Os<S>) -> (Release, usize) {
         let mut region = self.regions;
         // SAFETY: linked regions are live.
-        while !region.is_null() && unsafe {
-            let r = &*region;
-            r.dirty == 0 || r.dirty != r.heap.used() || (r.brk && region != self.brk_region)
-        } {
+        while !region.is_null()
+            && unsafe {
+                let r = &*region;
+                r.dirty == 0 || r.dirty != r.heap.used() || (r.brk && region != self.brk_region)
+            }
+        {
             // SAFETY: as above.
             region = unsafe { (*region).next };
         }
