@@ -538,15 +538,13 @@ impl Core {
     /// the whole region goes at once, with no `madvise` per run.
     pub(crate) fn release_dirty_region<S: Source>(&mut self, os: &Os<S>) -> (Release, usize) {
         let mut region = self.regions;
-        // SAFETY: linked regions are live.
-        while !region.is_null()
-            && unsafe {
-                let r = &*region;
-                r.dirty == 0 || r.dirty != r.heap.used() || (r.brk && region != self.brk_region)
+        while !region.is_null() {
+            // SAFETY: linked regions are live.
+            let r = unsafe { &*region };
+            if r.dirty != 0 && r.dirty == r.heap.used() && (!r.brk || region == self.brk_region) {
+                break;
             }
-        {
-            // SAFETY: as above.
-            region = unsafe { (*region).next };
+            region = r.next;
         }
         if region.is_null() {
             return (Release::Nothing, 0);
