@@ -159,6 +159,17 @@ impl<S: Source> NolibcAlloc<S> {
         }
     }
 
+    /// After a failed mapping (near a limit): gives the mapping cache back
+    /// and tries once more, if there was anything to give.
+    #[cold]
+    fn map_after_giving_back(&self, len: usize) -> Option<NonNull<u8>> {
+        if self.core.lock().unmap_cached(&self.os) {
+            self.os.map(len)
+        } else {
+            None
+        }
+    }
+
     /// A block of `size` bytes aligned to `align` in a mapping of its own
     /// (from the mapping cache if a span fits, else fresh); null if the
     /// kernel says no. Alignments above a page over-map and trim. With
@@ -200,7 +211,7 @@ impl<S: Source> NolibcAlloc<S> {
             }
             let (map, len, fresh) = match cached {
                 Some((map, got)) => (map, got, false),
-                None => match os.map(len) {
+                None => match os.map(len).or_else(|| self.map_after_giving_back(len)) {
                     Some(map) => (map, len, true),
                     None => {
                         if policy.enabled() {
@@ -225,7 +236,7 @@ impl<S: Source> NolibcAlloc<S> {
         let Some(total) = need.checked_add(align).and_then(|n| align_up(n, page)) else {
             return ptr::null_mut();
         };
-        let Some(map) = os.map(total) else {
+        let Some(map) = os.map(total).or_else(|| self.map_after_giving_back(total)) else {
             return ptr::null_mut();
         };
         let base = map.as_ptr() as usize;
@@ -370,7 +381,13 @@ impl<S: Source> NolibcAlloc<S> {
             self.unmap_evicted(&out);
         }
         // SAFETY: the mapping is the block's alone.
-        let new_map = unsafe { os.remap(map, len, want) }?;
+        let (new_map, want) = match unsafe { os.remap(map, len, want) } {
+            Some(m) => (m, want),
+            // Near a limit: without the cache, what is needed may fit.
+            // SAFETY: as above.
+            None if self.core.lock().unmap_cached(os) => (unsafe { os.remap(map, len, need) }?, need),
+            None => return None,
+        };
         self.core.lock().maps.add_live(want - len);
         // SAFETY: the block keeps its offset in the moved mapping.
         unsafe {

@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use linked_list_allocator::Heap;
 
 use crate::fault::{fault, Fault};
-use crate::map_cache::MapCache;
+use crate::map_cache::{Evicted, MapCache};
 use crate::os::{align_up, Os, Source};
 
 /// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
@@ -476,18 +476,34 @@ impl Core {
         let base = match os.map(len) {
             Some(base) => base,
             // Near a limit (RLIMIT_AS, RLIMIT_DATA, address space): what is
-            // needed may still fit.
-            None if len > exact => {
+            // needed may still fit, once the mapping cache is given back.
+            None => {
+                let unmapped = self.unmap_cached(os);
+                if len == exact && !unmapped {
+                    return None;
+                }
                 len = exact;
                 os.map(len)?
             }
-            None => return None,
         };
         if len >= next {
             self.next_region_bytes = (next * 2).min(MAX_REGION_BYTES);
         }
         // SAFETY: a fresh mapping of `len` bytes.
         Some(unsafe { self.install(base, len, false) })
+    }
+
+    /// Unmaps every span of the mapping cache; returns whether there was one.
+    /// Only when a mapping failed (near a limit): the system calls are made
+    /// under the lock, which the allocator otherwise avoids.
+    pub(crate) fn unmap_cached<S: Source>(&mut self, os: &Os<S>) -> bool {
+        let mut out = Evicted::new();
+        self.maps.drain(&mut out);
+        for (p, len) in out.iter() {
+            // SAFETY: the cache gave the span up; nobody else owns it.
+            unsafe { os.unmap(p, len) };
+        }
+        out.n != 0
     }
 
     /// # Safety
