@@ -166,10 +166,11 @@ impl Tuning {
         }
     }
 
-    /// The mapping cache's policy.
+    /// The mapping cache's policy, for pages of `page` bytes.
     #[inline]
-    pub(crate) const fn map_cache(&self) -> crate::map_cache::Policy {
+    pub(crate) const fn map_cache(&self, page: usize) -> crate::map_cache::Policy {
         crate::map_cache::Policy {
+            page,
             floor_bytes: self.cache_floor_x ^ DEFAULT_MAP_CACHE_FLOOR_BYTES,
             percent: self.cache_percent_x ^ DEFAULT_MAP_CACHE_PERCENT,
             age_events: self.cache_age_x ^ DEFAULT_MAP_CACHE_AGE_EVENTS,

@@ -177,7 +177,7 @@ impl<S: Source> NolibcAlloc<S> {
     pub(crate) fn alloc_large(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
         let os = &self.os;
         let page = os.page();
-        let policy = self.tuning.map_cache();
+        let policy = self.tuning.map_cache(self.os.page());
         let pad = pad_for(align.min(page));
         let Some(need) = size.checked_add(pad) else {
             return ptr::null_mut();
@@ -270,7 +270,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// The block's mapping is `[map, map + len)`, and nothing uses it any more.
     pub(crate) unsafe fn free_large(&self, map: NonNull<u8>, len: usize) {
         Counters::sub(&self.os.counters.block_bytes, len);
-        let policy = self.tuning.map_cache();
+        let policy = self.tuning.map_cache(self.os.page());
         if !policy.enabled() {
             // No cache: raise the threshold instead, so that blocks of this
             // size come from regions (glibc's answer to mmap churn).
@@ -313,7 +313,7 @@ impl<S: Source> NolibcAlloc<S> {
     ) -> Option<*mut u8> {
         let os = &self.os;
         let page = os.page();
-        let policy = self.tuning.map_cache();
+        let policy = self.tuning.map_cache(self.os.page());
         if !policy.enabled() {
             // SAFETY: forwarded.
             return unsafe { remap(os, map, len, pad, new_size) };

@@ -42,6 +42,8 @@ pub(crate) struct Policy {
     /// Events after which an untouched span goes back; also the decay of
     /// the peak (it loses 1/`age_events` of itself per event).
     pub age_events: usize,
+    /// The page size (a span's tail is cut in whole pages).
+    pub page: usize,
 }
 
 impl Policy {
@@ -181,11 +183,11 @@ impl MapCache {
                 self.spans[i] = EMPTY;
             }
         }
-        self.shed(out);
+        self.shed(policy.page, out);
     }
 
     /// Evicts the tails of the oldest spans until `bytes <= bound`.
-    fn shed(&mut self, out: &mut Evicted) {
+    fn shed(&mut self, page: usize, out: &mut Evicted) {
         while self.bytes > self.bound && out.n < EVICTED_MAX {
             let Some(i) = self.oldest() else { break };
             let s = &mut self.spans[i];
@@ -195,9 +197,9 @@ impl MapCache {
                 self.bytes -= s.len;
                 *s = EMPTY;
             } else {
-                // Whole pages only: the bound may be a little exceeded by
-                // less than a page, so round the cut up.
-                let cut = (excess + PAGE_ROUND - 1) & !(PAGE_ROUND - 1);
+                // Whole pages only, so the cut is rounded up (the bytes end
+                // a little below the bound).
+                let cut = (excess + page - 1) & !(page - 1);
                 let cut = if cut >= s.len { s.len } else { cut };
                 let keep = s.len - cut;
                 out.push(s.ptr.wrapping_add(keep), cut);
@@ -330,7 +332,7 @@ impl MapCache {
             since: now,
         };
         self.bytes += len;
-        self.shed(out);
+        self.shed(policy.page, out);
     }
 
     /// Empties the cache (for `trim` and after a burst); call until `n == 0`.
@@ -367,8 +369,3 @@ impl MapCache {
         }
     }
 }
-
-/// What an evicted tail is rounded to: the largest page size of any
-/// architecture, so a cut is page-aligned whatever the real page is (spans
-/// are page multiples: a cut of a whole span never rounds).
-const PAGE_ROUND: usize = crate::os::MAX_PAGE_BYTES;

@@ -620,6 +620,7 @@ fn policy(floor_bytes: usize, percent: usize, age_events: usize) -> crate::map_c
         floor_bytes,
         percent,
         age_events,
+        page: 4096,
     }
 }
 
@@ -709,8 +710,14 @@ fn map_cache_reuses_mappings_and_zeroes_them() {
 
 #[test]
 fn map_cache_bound_and_decay_return_memory() {
+    for page in [4096, 65536] {
+        map_cache_bound_and_decay(page);
+    }
+}
+
+fn map_cache_bound_and_decay(page: usize) {
     let config = mmap_config().map_cache(1 << 20, 100).map_cache_age(64);
-    with_alloc(config, 0, 4096, |a| {
+    with_alloc(config, 0, page, |a| {
         let keep = Layout::from_size_align(64, 8).unwrap();
         let big = Layout::from_size_align(6 << 20, 16).unwrap();
         let small = Layout::from_size_align(200 << 10, 16).unwrap();
