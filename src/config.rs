@@ -27,23 +27,60 @@ pub struct Config {
     /// Whether to take memory from the program break: `None` decides by
     /// target (on where `target_env` is empty, i.e. no libc shares the break).
     pub use_brk: Option<bool>,
+    /// Bytes of freed large blocks' mappings the mapping cache may always
+    /// keep for reuse (0 and `map_cache_percent` 0: no cache).
+    pub map_cache_floor: usize,
+    /// The mapping cache may also keep up to this percentage of the recent
+    /// peak of live large bytes.
+    pub map_cache_percent: usize,
+    /// A cached mapping untouched for this many large allocations and frees
+    /// is unmapped; the recent peak loses 1/this of itself per event.
+    pub map_cache_age: usize,
 }
 
 /// Default mmap threshold: 128 KiB, as glibc's.
 pub const DEFAULT_MMAP_THRESHOLD_BYTES: usize = 128 << 10;
 /// Default trim threshold: 128 KiB, as glibc's.
 pub const DEFAULT_TRIM_THRESHOLD_BYTES: usize = 128 << 10;
+/// Default floor of the mapping cache (see `BENCHMARKS.md`, "Mapping cache").
+pub const DEFAULT_MAP_CACHE_FLOOR_BYTES: usize = 4 << 20;
+/// Default share of the recent peak of live large bytes the mapping cache keeps.
+pub const DEFAULT_MAP_CACHE_PERCENT: usize = 200;
+/// Default age (in large allocations and frees) at which a cached mapping goes back.
+pub const DEFAULT_MAP_CACHE_AGE_EVENTS: usize = 1024;
 
 impl Config {
     /// The defaults: 128 KiB mmap threshold (adaptive), 128 KiB trim
-    /// threshold, brk by target.
+    /// threshold, brk by target, a mapping cache of up to twice the recent
+    /// peak of live large bytes (at least 4 MiB) with an age of 1024 events.
     pub const fn new() -> Self {
         Config {
             mmap_threshold: DEFAULT_MMAP_THRESHOLD_BYTES,
             adaptive_threshold: true,
             trim_threshold: DEFAULT_TRIM_THRESHOLD_BYTES,
             use_brk: None,
+            map_cache_floor: DEFAULT_MAP_CACHE_FLOOR_BYTES,
+            map_cache_percent: DEFAULT_MAP_CACHE_PERCENT,
+            map_cache_age: DEFAULT_MAP_CACHE_AGE_EVENTS,
         }
+    }
+
+    /// Sets the mapping cache's bound: it keeps freed large mappings for
+    /// reuse up to `floor_bytes`, or `percent` % of the recent peak of live
+    /// large bytes if that is more. `map_cache(0, 0)` turns it off (every
+    /// freed large block is unmapped at once, and the adaptive threshold
+    /// moves large blocks into regions instead, as glibc does).
+    pub const fn map_cache(mut self, floor_bytes: usize, percent: usize) -> Self {
+        self.map_cache_floor = floor_bytes;
+        self.map_cache_percent = percent;
+        self
+    }
+
+    /// Sets the mapping cache's decay: a cached mapping untouched for
+    /// `events` large allocations and frees is unmapped (at least 1).
+    pub const fn map_cache_age(mut self, events: usize) -> Self {
+        self.map_cache_age = if events == 0 { 1 } else { events };
+        self
     }
 
     /// Sets a fixed mmap threshold (at least 4 KiB; smaller values are raised).
@@ -97,6 +134,12 @@ pub(crate) struct Tuning {
     fixed_threshold: AtomicBool,
     /// `use_brk`: 0 = by target, 1 = on, 2 = off.
     brk: u8,
+    /// `map_cache_floor ^ DEFAULT_MAP_CACHE_FLOOR_BYTES`.
+    cache_floor_x: usize,
+    /// `map_cache_percent ^ DEFAULT_MAP_CACHE_PERCENT`.
+    cache_percent_x: usize,
+    /// `map_cache_age ^ DEFAULT_MAP_CACHE_AGE_EVENTS`.
+    cache_age_x: usize,
 }
 
 impl Tuning {
@@ -110,6 +153,9 @@ impl Tuning {
                 Some(true) => 1,
                 Some(false) => 2,
             },
+            cache_floor_x: c.map_cache_floor ^ DEFAULT_MAP_CACHE_FLOOR_BYTES,
+            cache_percent_x: c.map_cache_percent ^ DEFAULT_MAP_CACHE_PERCENT,
+            cache_age_x: c.map_cache_age ^ DEFAULT_MAP_CACHE_AGE_EVENTS,
         }
     }
 
@@ -123,6 +169,20 @@ impl Tuning {
                 1 => Some(true),
                 _ => Some(false),
             },
+            map_cache_floor: self.cache_floor_x ^ DEFAULT_MAP_CACHE_FLOOR_BYTES,
+            map_cache_percent: self.cache_percent_x ^ DEFAULT_MAP_CACHE_PERCENT,
+            map_cache_age: self.cache_age_x ^ DEFAULT_MAP_CACHE_AGE_EVENTS,
+        }
+    }
+
+    /// The mapping cache's policy, for pages of `page` bytes.
+    #[inline]
+    pub(crate) const fn map_cache(&self, page: usize) -> crate::map_cache::Policy {
+        crate::map_cache::Policy {
+            page,
+            floor_bytes: self.cache_floor_x ^ DEFAULT_MAP_CACHE_FLOOR_BYTES,
+            percent: self.cache_percent_x ^ DEFAULT_MAP_CACHE_PERCENT,
+            age_events: self.cache_age_x ^ DEFAULT_MAP_CACHE_AGE_EVENTS,
         }
     }
 

@@ -213,6 +213,35 @@ unsafe impl Source for FakeSource {
         Some(new)
     }
 
+    unsafe fn remap_in_place(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> bool {
+        if self.fails() {
+            return false;
+        }
+        let (end, extra) = (self.offset(ptr) + old_len, new_len - old_len);
+        // Only an unmapped range that starts right at the end can be taken.
+        let Some(cell) = self.free.iter().find(|c| c.get().0 == end && c.get().1 >= extra) else {
+            return false;
+        };
+        let (start, size) = cell.get();
+        cell.set(if size == extra {
+            (0, 0)
+        } else {
+            (start + extra, size - extra)
+        });
+        // SAFETY: the range was unmapped and is inside the buffer.
+        unsafe { core::ptr::write_bytes(self.at(end).as_ptr(), 0, extra) };
+        self.mapped.set(self.mapped.get() + extra);
+        true
+    }
+
+    unsafe fn move_to(&self, ptr: NonNull<u8>, len: usize, dest: NonNull<u8>) -> bool {
+        // SAFETY: both ranges are live mappings of the buffer and distinct.
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), dest.as_ptr(), len) };
+        self.mapped.set(self.mapped.get() - len);
+        self.give_back(self.offset(ptr), len);
+        true
+    }
+
     unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the caller owns the range.
         unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, len) };

@@ -1,5 +1,6 @@
-//! Large tier: one mapping per block ([`alloc`], [`remap`]), and the header
-//! shared with medium blocks.
+//! Large tier: one mapping per block (`alloc_large`, `free_large`,
+//! `resize_large`), reused through the mapping cache (`map_cache.rs`), and
+//! the header shared with medium blocks.
 //!
 //! Blocks that are not slots (medium blocks from a region's heap, large
 //! blocks with a mapping of their own) carry a [`BlockHeader`] in the 32
@@ -11,9 +12,13 @@ use core::ptr::NonNull;
 
 use core::ptr;
 
+use core::sync::atomic::Ordering::Relaxed;
+
 use crate::fault::{fault_in, Call, Fault};
+use crate::map_cache::Evicted;
 use crate::os::{align_up, Os, Source};
 use crate::stats::Counters;
+use crate::{NolibcAlloc, MAX_MMAP_THRESHOLD_BYTES};
 
 /// Bytes reserved in front of every medium or large block.
 pub const HEADER_BYTES: usize = 32;
@@ -131,70 +136,275 @@ pub(crate) unsafe fn mark_freed(user: NonNull<u8>) {
     }
 }
 
-/// A block of `size` bytes aligned to `align` in a mapping of its own;
-/// null if the kernel says no. Alignments above a page over-map and trim.
-pub(crate) fn alloc<S: Source>(os: &Os<S>, size: usize, align: usize) -> *mut u8 {
-    let page = os.page();
-    let pad = pad_for(align.min(page));
-    let Some(need) = size.checked_add(pad) else {
-        return ptr::null_mut();
-    };
-    if align <= page {
-        let Some(len) = align_up(need, page) else {
-            return ptr::null_mut();
-        };
-        let Some(map) = os.map(len) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: a fresh mapping of `len >= pad + size` bytes; fresh pages
-        // are zero, so `alloc_zeroed` needs no clearing.
-        unsafe {
-            let user = NonNull::new_unchecked(map.as_ptr().add(pad));
-            write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
-            Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
-            return user.as_ptr();
-        }
-    }
-    // Over-map by the alignment, then trim both ends.
-    let Some(total) = need.checked_add(align).and_then(|n| align_up(n, page)) else {
-        return ptr::null_mut();
-    };
-    let Some(map) = os.map(total) else {
-        return ptr::null_mut();
-    };
-    let base = map.as_ptr() as usize;
-    let user_addr = (base + HEADER_BYTES + align - 1) & !(align - 1);
-    let head = (user_addr - HEADER_BYTES - base) & !(page - 1);
-    let end = (user_addr + size + page - 1) & !(page - 1);
-    // SAFETY: all pointers below stay inside the fresh mapping.
-    unsafe {
-        if head > 0 {
-            os.unmap(map, head);
-        }
-        if base + total > end {
-            os.unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
-        }
-        let start = map.as_ptr().add(head);
-        let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
-        let len = end - (base + head);
-        write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
-        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
-        user.as_ptr()
+/// Rewrites the header of a large block whose mapping changed length.
+///
+/// # Safety
+/// `user` is a live large block whose mapping starts at `map` and is now `len` long.
+unsafe fn set_mapping<S: Source>(os: &Os<S>, user: NonNull<u8>, map: *mut u8, pad: usize, old: usize, len: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { write_header(user, map as usize, len, pad, Owner::Large) };
+    if len > old {
+        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len - old);
+    } else {
+        Counters::sub(&os.counters.block_bytes, old - len);
     }
 }
 
-/// Grows or shrinks a large block with mremap; on growth the mapping is
-/// made half again as large as asked, so steady growth needs few calls.
+impl<S: Source> NolibcAlloc<S> {
+    /// Unmaps what the mapping cache chose to give back.
+    pub(crate) fn unmap_evicted(&self, out: &Evicted) {
+        for (p, len) in out.iter() {
+            // SAFETY: the cache gave the span up; nobody else owns it.
+            unsafe { self.os.unmap(p, len) };
+        }
+    }
+
+    /// After a failed mapping (near a limit): gives the mapping cache back
+    /// and tries once more, if there was anything to give.
+    #[cold]
+    fn map_after_giving_back(&self, len: usize) -> Option<NonNull<u8>> {
+        if self.core.lock().unmap_cached(&self.os) {
+            self.os.map(len)
+        } else {
+            None
+        }
+    }
+
+    /// A block of `size` bytes aligned to `align` in a mapping of its own
+    /// (from the mapping cache if a span fits, else fresh); null if the
+    /// kernel says no. Alignments above a page over-map and trim. With
+    /// `zero`, a cached mapping is cleared (fresh pages are zero).
+    pub(crate) fn alloc_large(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
+        let os = &self.os;
+        let page = os.page();
+        let policy = self.tuning.map_cache(self.os.page());
+        let pad = pad_for(align.min(page));
+        let Some(need) = size.checked_add(pad) else {
+            return ptr::null_mut();
+        };
+        if align <= page {
+            let Some(len) = align_up(need, page) else {
+                return ptr::null_mut();
+            };
+            let (mut cached, mut grow) = (None, None);
+            if policy.enabled() {
+                let mut out = Evicted::new();
+                {
+                    let mut core = self.core.lock();
+                    cached = core.maps.take(len, policy, &mut out);
+                    if cached.is_none() {
+                        core.maps.add_live(len);
+                        grow = core.maps.take_largest();
+                    }
+                }
+                self.unmap_evicted(&out);
+            }
+            // No span fits: grow the largest one rather than fault in a
+            // whole fresh mapping.
+            if let Some((span, slen)) = grow {
+                // SAFETY: the span is ours alone (out of the cache).
+                match unsafe { os.remap(span, slen, len) } {
+                    Some(map) => cached = Some((map, len)),
+                    // SAFETY: as above.
+                    None => unsafe { os.unmap(span, slen) },
+                }
+            }
+            let (map, len, fresh) = match cached {
+                Some((map, got)) => (map, got, false),
+                None => match os.map(len).or_else(|| self.map_after_giving_back(len)) {
+                    Some(map) => (map, len, true),
+                    None => {
+                        if policy.enabled() {
+                            self.core.lock().maps.sub_live(len);
+                        }
+                        return ptr::null_mut();
+                    }
+                },
+            };
+            // SAFETY: a mapping of `len >= pad + size` bytes that is ours alone.
+            unsafe {
+                let user = NonNull::new_unchecked(map.as_ptr().add(pad));
+                write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
+                Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+                if zero && !fresh {
+                    ptr::write_bytes(user.as_ptr(), 0, size);
+                }
+                return user.as_ptr();
+            }
+        }
+        // Over-map by the alignment, then trim both ends.
+        let Some(total) = need.checked_add(align).and_then(|n| align_up(n, page)) else {
+            return ptr::null_mut();
+        };
+        let Some(map) = os.map(total).or_else(|| self.map_after_giving_back(total)) else {
+            return ptr::null_mut();
+        };
+        let base = map.as_ptr() as usize;
+        let user_addr = (base + HEADER_BYTES + align - 1) & !(align - 1);
+        let head = (user_addr - HEADER_BYTES - base) & !(page - 1);
+        let end = (user_addr + size + page - 1) & !(page - 1);
+        // SAFETY: all pointers below stay inside the fresh mapping.
+        unsafe {
+            if head > 0 {
+                os.unmap(map, head);
+            }
+            if base + total > end {
+                os.unmap(NonNull::new_unchecked(map.as_ptr().add(end - base)), base + total - end);
+            }
+            let start = map.as_ptr().add(head);
+            let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
+            let len = end - (base + head);
+            write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
+            Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+            if policy.enabled() {
+                self.core.lock().maps.add_live(len);
+            }
+            user.as_ptr()
+        }
+    }
+
+    /// Frees a large block: its mapping goes to the mapping cache (which
+    /// may give older spans back), or is unmapped when there is no cache.
+    ///
+    /// # Safety
+    /// The block's mapping is `[map, map + len)`, and nothing uses it any more.
+    pub(crate) unsafe fn free_large(&self, map: NonNull<u8>, len: usize) {
+        Counters::sub(&self.os.counters.block_bytes, len);
+        let policy = self.tuning.map_cache(self.os.page());
+        if !policy.enabled() {
+            // No cache: raise the threshold instead, so that blocks of this
+            // size come from regions (glibc's answer to mmap churn).
+            if self.tuning.adaptive_threshold() && len > self.mmap_threshold() && len <= MAX_MMAP_THRESHOLD_BYTES {
+                self.threshold.store(len, Relaxed);
+            }
+            // SAFETY: the mapping is the block's alone.
+            unsafe { self.os.unmap(map, len) };
+            return;
+        }
+        let mut out = Evicted::new();
+        let idle = {
+            let mut core = self.core.lock();
+            // SAFETY: the caller hands the mapping over.
+            unsafe { core.maps.put(map, len, policy, &mut out) };
+            core.idle_after_burst()
+        };
+        self.unmap_evicted(&out);
+        if idle {
+            self.give_back_all();
+        }
+    }
+
+    /// Resizes a large block in place or by moving its pages, without
+    /// copying: shrinking gives the tail to the mapping cache; growing takes
+    /// the cached span right after the block, else the free pages after the
+    /// mapping (`mremap` without moving), else moves the pages onto a cached
+    /// span that fits (its pages stay faulted in), else lets `mremap` move
+    /// it. On growth the mapping is made half again as large as asked, so
+    /// steady growth needs few steps. `None` if all of that failed.
+    ///
+    /// # Safety
+    /// The block at `map + pad` is a live large block with this mapping.
+    pub(crate) unsafe fn resize_large(
+        &self,
+        map: NonNull<u8>,
+        len: usize,
+        pad: usize,
+        new_size: usize,
+    ) -> Option<*mut u8> {
+        let os = &self.os;
+        let page = os.page();
+        let policy = self.tuning.map_cache(self.os.page());
+        if !policy.enabled() {
+            // SAFETY: forwarded.
+            return unsafe { remap(os, map, len, pad, new_size) };
+        }
+        let need = align_up(new_size.checked_add(pad)?, page)?;
+        let base = map.as_ptr();
+        // SAFETY: pad < len: the pointer handed out.
+        let user = unsafe { NonNull::new_unchecked(base.add(pad)) };
+        let mut out = Evicted::new();
+        if need <= len {
+            if need < len {
+                // SAFETY: the tail is page-aligned and past the block's new end.
+                unsafe {
+                    let tail = NonNull::new_unchecked(base.add(need));
+                    self.core.lock().maps.put(tail, len - need, policy, &mut out);
+                    set_mapping(os, user, base, pad, len, need);
+                }
+                self.unmap_evicted(&out);
+            }
+            return Some(user.as_ptr());
+        }
+        let want = align_up(need.max(len + len / 2), page)?;
+        let after = self
+            .core
+            .lock()
+            .maps
+            .take_after(base.wrapping_add(len), need - len, want - len, policy, &mut out);
+        self.unmap_evicted(&out);
+        if let Some(extra) = after {
+            // SAFETY: the span right after the mapping is the block's now.
+            unsafe { set_mapping(os, user, base, pad, len, len + extra) };
+            return Some(user.as_ptr());
+        }
+        // SAFETY: the mapping is the block's alone.
+        if unsafe { os.remap_in_place(map, len, want) } {
+            self.core.lock().maps.add_live(want - len);
+            // SAFETY: the mapping grew where it is.
+            unsafe { set_mapping(os, user, base, pad, len, want) };
+            return Some(user.as_ptr());
+        }
+        let mut out = Evicted::new();
+        let span = {
+            let mut core = self.core.lock();
+            match core.maps.take(want, policy, &mut out) {
+                Some(span) => Some(span),
+                None => core.maps.take(need, policy, &mut out),
+            }
+        };
+        self.unmap_evicted(&out);
+        if let Some((dest, dlen)) = span {
+            // SAFETY: the span is ours and at least `len` long; the block's
+            // pages move onto its front.
+            if unsafe { os.move_to(map, len, dest) } {
+                self.core.lock().maps.sub_live(len);
+                // SAFETY: the block now starts at `dest`, `dlen` bytes mapped.
+                unsafe {
+                    let moved = NonNull::new_unchecked(dest.as_ptr().add(pad));
+                    set_mapping(os, moved, dest.as_ptr(), pad, len, dlen);
+                    return Some(moved.as_ptr());
+                }
+            }
+            let mut out = Evicted::new();
+            // SAFETY: the span is untouched and ours.
+            unsafe { self.core.lock().maps.put(dest, dlen, policy, &mut out) };
+            self.unmap_evicted(&out);
+        }
+        // SAFETY: the mapping is the block's alone.
+        let (new_map, want) = match unsafe { os.remap(map, len, want) } {
+            Some(m) => (m, want),
+            // Near a limit: without the cache, what is needed may fit.
+            // SAFETY: as above.
+            None if self.core.lock().unmap_cached(os) => (unsafe { os.remap(map, len, need) }?, need),
+            None => return None,
+        };
+        self.core.lock().maps.add_live(want - len);
+        // SAFETY: the block keeps its offset in the moved mapping.
+        unsafe {
+            let moved = NonNull::new_unchecked(new_map.as_ptr().add(pad));
+            set_mapping(os, moved, new_map.as_ptr(), pad, len, want);
+            Some(moved.as_ptr())
+        }
+    }
+}
+
+/// Grows or shrinks a large block with mremap (when there is no mapping
+/// cache); on growth the mapping is made half again as large as asked, so
+/// steady growth needs few calls.
 ///
 /// # Safety
 /// The block at `map + pad` is a live large block with this mapping.
-pub(crate) unsafe fn remap<S: Source>(
-    os: &Os<S>,
-    map: NonNull<u8>,
-    len: usize,
-    pad: usize,
-    new_size: usize,
-) -> Option<*mut u8> {
+unsafe fn remap<S: Source>(os: &Os<S>, map: NonNull<u8>, len: usize, pad: usize, new_size: usize) -> Option<*mut u8> {
     let page = os.page();
     let need = align_up(new_size.checked_add(pad)?, page)?;
     let new_len = if need > len {

@@ -13,6 +13,7 @@ pub mod heap;
 pub mod identity;
 mod large;
 mod lock;
+mod map_cache;
 mod medium;
 pub mod os;
 mod small;
@@ -188,10 +189,27 @@ impl<S: Source> NolibcAlloc<S> {
         heap::find_own(&self.heaps, id)
     }
 
-    /// Gives every dirty run and every empty region back to the kernel;
-    /// returns the bytes.
+    /// Gives every dirty run, every empty region and every cached mapping
+    /// back to the kernel; returns the bytes.
     fn give_back_all(&self) -> usize {
         let mut released = 0;
+        loop {
+            let mut out = map_cache::Evicted::new();
+            self.core.lock().maps.drain(&mut out);
+            if out.n == 0 {
+                break;
+            }
+            released += out.iter().map(|(_, len)| len).sum::<usize>();
+            self.unmap_evicted(&out);
+        }
+        loop {
+            let (release, bytes) = self.core.lock().release_dirty_region(&self.os);
+            if bytes == 0 {
+                break;
+            }
+            released += bytes;
+            self.finish(release);
+        }
         loop {
             let (victims, n) = self.core.lock().drain_dirty();
             if n == 0 {
@@ -503,7 +521,7 @@ impl<S: Source> NolibcAlloc<S> {
     #[cold]
     fn alloc_block(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
         if size >= self.mmap_threshold() || align > self.os.page() {
-            return large::alloc(&self.os, size, align);
+            return self.alloc_large(size, align, zero);
         }
         let pad = large::pad_for(align);
         let Some(len) = size.checked_add(pad) else {
@@ -618,14 +636,8 @@ impl<S: Source> NolibcAlloc<S> {
                     self.give_back_all();
                 }
             }
-            Block::Large { map, len, .. } => {
-                stats::Counters::sub(&self.os.counters.block_bytes, len);
-                if self.tuning.adaptive_threshold() && len > self.mmap_threshold() && len <= MAX_MMAP_THRESHOLD_BYTES {
-                    self.threshold.store(len, Relaxed);
-                }
-                // SAFETY: the mapping is the block's alone.
-                unsafe { self.os.unmap(map, len) };
-            }
+            // SAFETY: the mapping is the block's alone.
+            Block::Large { map, len, .. } => unsafe { self.free_large(map, len) },
             Block::Small(_) => {}
         }
     }
@@ -797,8 +809,8 @@ impl<S: Source> NolibcAlloc<S> {
                     return ptr.as_ptr();
                 }
                 if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
-                    // SAFETY: the block is ours; remap keeps its contents.
-                    if let Some(p) = unsafe { large::remap(&self.os, map, len, pad, new_size) } {
+                    // SAFETY: the block is ours; resizing keeps its contents.
+                    if let Some(p) = unsafe { self.resize_large(map, len, pad, new_size) } {
                         return p;
                     }
                 }
@@ -809,7 +821,7 @@ impl<S: Source> NolibcAlloc<S> {
         // growth remaps in place.
         let grows_steadily = old_size >= self.tuning.mmap_threshold() / 4;
         let new = if new_size > old_size && grows_steadily && new_size >= self.tuning.mmap_threshold() {
-            large::alloc(&self.os, new_size, align)
+            self.alloc_large(new_size, align, false)
         } else {
             // SAFETY: a layout of the same alignment; new_size was checked by the caller.
             unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, align)) }

@@ -138,6 +138,32 @@ pub unsafe trait Source {
     /// The caller owns the mapping; after a move the old address is invalid.
     unsafe fn remap(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>>;
 
+    /// Grows a mapping where it is (the pages after it must be free);
+    /// returns whether it did. The default never does.
+    ///
+    /// pre: `old_len < new_len`, both non-zero multiples of the page size.
+    ///
+    /// # Safety
+    /// The caller owns the mapping.
+    unsafe fn remap_in_place(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> bool {
+        let _ = (ptr, old_len, new_len);
+        false
+    }
+
+    /// Moves the pages of `[ptr, ptr + len)` onto `[dest, dest + len)` (both
+    /// mapped by this source), keeping their contents; returns whether it
+    /// did. The default never does.
+    ///
+    /// pre: both ranges are page-aligned and do not overlap.
+    ///
+    /// # Safety
+    /// The caller owns both ranges; afterwards `[ptr, ptr + len)` is unmapped
+    /// and the old contents of the destination are gone.
+    unsafe fn move_to(&self, ptr: NonNull<u8>, len: usize, dest: NonNull<u8>) -> bool {
+        let _ = (ptr, len, dest);
+        false
+    }
+
     /// Whether the page holding `addr` is mapped (a check before reading
     /// memory that may have been unmapped by a double free).
     fn is_mapped(&self, addr: *const u8) -> bool {
@@ -241,6 +267,16 @@ unsafe impl Source for Linux {
         NonNull::new(core::ptr::with_exposed_provenance_mut(addr))
     }
 
+    unsafe fn remap_in_place(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> bool {
+        // SAFETY: the caller owns the mapping; without MREMAP_MAYMOVE it stays put.
+        unsafe { sys::mremap(ptr.as_ptr() as usize, old_len, new_len, 0) }.is_ok()
+    }
+
+    unsafe fn move_to(&self, ptr: NonNull<u8>, len: usize, dest: NonNull<u8>) -> bool {
+        // SAFETY: the caller owns both ranges.
+        unsafe { sys::mremap_to(ptr.as_ptr() as usize, len, dest.as_ptr() as usize) }.is_ok()
+    }
+
     unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the caller no longer needs the contents.
         let _ = unsafe { sys::madvise(ptr.as_ptr() as usize, len, sys::MADV_DONTNEED) };
@@ -330,6 +366,33 @@ impl<S: Source> Os<S> {
             Counters::sub(&self.counters.mapped_bytes, old - new);
         }
         Some(p)
+    }
+
+    /// # Safety
+    /// As [`Source::remap_in_place`].
+    pub unsafe fn remap_in_place(&self, ptr: NonNull<u8>, old: usize, new: usize) -> bool {
+        use crate::stats::Counters;
+        Counters::count(&self.counters.mremap);
+        // SAFETY: forwarded duty.
+        let grown = unsafe { self.source.remap_in_place(ptr, old, new) };
+        if grown {
+            Counters::add(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, new - old);
+        }
+        grown
+    }
+
+    /// # Safety
+    /// As [`Source::move_to`].
+    pub unsafe fn move_to(&self, ptr: NonNull<u8>, len: usize, dest: NonNull<u8>) -> bool {
+        use crate::stats::Counters;
+        Counters::count(&self.counters.mremap);
+        // SAFETY: forwarded duty.
+        let moved = unsafe { self.source.move_to(ptr, len, dest) };
+        if moved {
+            // The destination's old pages are replaced: `len` fewer bytes mapped.
+            Counters::sub(&self.counters.mapped_bytes, len);
+        }
+        moved
     }
 
     /// # Safety

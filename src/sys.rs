@@ -23,6 +23,8 @@ pub const MAP_NORESERVE: usize = 0x4000;
 pub const MAP_FIXED_NOREPLACE: usize = 0x10_0000;
 /// `MREMAP_MAYMOVE`.
 pub const MREMAP_MAYMOVE: usize = 1;
+/// `mremap` flag: move to the address given (with `MREMAP_MAYMOVE`).
+pub const MREMAP_FIXED: usize = 2;
 /// `MADV_NORMAL`: no special treatment (used as a harmless probe).
 pub const MADV_NORMAL: usize = 0;
 /// `MADV_DONTNEED`: drop the pages; the next touch reads zeros.
@@ -89,6 +91,18 @@ pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
 pub unsafe fn mremap(addr: usize, old_len: usize, new_len: usize, flags: usize) -> Result<usize, Errno> {
     // SAFETY: the caller owns the mapping being resized.
     unsafe { syscall!(Sysno::mremap, addr, old_len, new_len, flags, 0) }
+}
+
+/// `mremap(addr, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest)`: moves the
+/// pages of a mapping onto `[dest, dest + len)`, replacing what was mapped there.
+///
+/// # Safety
+/// The caller owns both ranges; afterwards the old one is unmapped and the
+/// old contents of the destination are gone.
+#[inline]
+pub unsafe fn mremap_to(addr: usize, len: usize, dest: usize) -> Result<usize, Errno> {
+    // SAFETY: the caller owns both ranges.
+    unsafe { syscall!(Sysno::mremap, addr, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest) }
 }
 
 /// `madvise(addr, len, advice)`.

@@ -148,8 +148,9 @@ fn empty_runs_and_regions_go_back() {
         a.validate();
         assert_eq!(a.stats().in_use_bytes, 0);
         a.trim();
-        // Purged runs had their pages discarded (madvise) on the way back.
-        assert!(a.stats().syscalls.madvise > 0);
+        // Regions holding nothing but dirty runs went back whole: no run
+        // was discarded (madvise) one by one on the way.
+        assert_eq!(a.stats().syscalls.madvise, 0);
         a.validate();
         assert!(a.region_count() <= 1);
         assert!(
@@ -242,8 +243,24 @@ fn out_of_memory_returns_null_and_recovers() {
 
 #[test]
 fn large_blocks_map_remap_and_adapt() {
-    with_alloc(mmap_config(), 0, 4096, |a| {
+    for cache in [false, true] {
+        let config = if cache {
+            mmap_config()
+        } else {
+            mmap_config().map_cache(0, 0)
+        };
+        large_blocks_map_remap(config, cache);
+    }
+}
+
+fn large_blocks_map_remap(config: Config, cache: bool) {
+    with_alloc(config, 0, 4096, |a| {
         let l = Layout::from_size_align(200_000, 16).unwrap();
+        // Something stays live: freeing the large block is no end of a burst.
+        let keep = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: non-zero layout.
+        let k = unsafe { a.alloc(keep) };
+        let mapped = a.stats().mapped_bytes;
         // SAFETY: non-zero layouts; blocks used within their sizes.
         unsafe {
             let p = a.alloc_zeroed(l);
@@ -261,7 +278,12 @@ fn large_blocks_map_remap_and_adapt() {
             verify(r, 200_000, 7);
             a.dealloc(r, Layout::from_size_align(3_008_192, 16).unwrap());
         }
-        assert!(a.mmap_threshold() > 128 << 10, "threshold rose after a large free");
+        // Without a cache the threshold rises after a large free; with one,
+        // large blocks keep their own mappings, cached for the next one.
+        assert_eq!(a.mmap_threshold() > 128 << 10, !cache, "threshold");
+        assert_eq!(a.stats().mapped_bytes > mapped, cache, "cached mapping");
+        // SAFETY: allocated above.
+        unsafe { a.dealloc(k, keep) };
         assert_eq!(a.stats().in_use_bytes, 0);
         a.validate();
     });
@@ -589,6 +611,137 @@ fn unsized_double_free_is_caught() {
             a.free_unsized(p);
             a.free_unsized(NonNull::new(keep).unwrap());
         }
+    });
+}
+
+/// A policy for the mapping cache's own tests.
+fn policy(floor_bytes: usize, percent: usize, age_events: usize) -> crate::map_cache::Policy {
+    crate::map_cache::Policy {
+        floor_bytes,
+        percent,
+        age_events,
+        page: 4096,
+    }
+}
+
+#[test]
+fn map_cache_merges_splits_bounds_and_ages() {
+    use crate::map_cache::{Evicted, MapCache};
+    let arena = Arena::new(4 << 20);
+    let at = |off: usize| NonNull::new(arena.mem.as_ptr().wrapping_add(off)).unwrap();
+    let mut c = MapCache::new();
+    let p = policy(1 << 20, 0, 8);
+    let mut out = Evicted::new();
+    c.add_live(3 << 18);
+    // SAFETY: the cache only does arithmetic on these addresses.
+    unsafe {
+        c.put(at(0), 1 << 18, p, &mut out);
+        c.put(at(2 << 18), 1 << 18, p, &mut out);
+        // Fills the gap: the three merge into one span.
+        c.put(at(1 << 18), 1 << 18, p, &mut out);
+    }
+    assert_eq!((out.n, c.bytes(), c.live()), (0, 3 << 18, 0));
+    c.validate(4096);
+    // A small block splits the span; the rest stays.
+    let (q, len) = c.take(64 << 10, p, &mut out).unwrap();
+    assert_eq!((q, len, c.bytes()), (at(0), 64 << 10, (3 << 18) - (64 << 10)));
+    // Growth in place takes the front of the span right after the block.
+    assert_eq!(
+        c.take_after(at(64 << 10).as_ptr(), 4096, 128 << 10, p, &mut out),
+        Some(128 << 10)
+    );
+    assert_eq!(c.take_after(at(1 << 21).as_ptr(), 4096, 4096, p, &mut out), None);
+    // SAFETY: as above.
+    unsafe { c.put(at(0), 192 << 10, p, &mut out) };
+    assert_eq!(c.bytes(), 3 << 18);
+    // Beyond the bound (the 1 MiB floor), the oldest span's tail goes.
+    c.add_live(1 << 19);
+    // SAFETY: as above.
+    unsafe { c.put(at(2 << 20), 1 << 19, p, &mut out) };
+    assert_eq!(c.bytes(), 1 << 20);
+    assert_eq!(
+        out.iter().map(|(_, l)| l).sum::<usize>(),
+        (3 << 18) + (1 << 19) - (1 << 20)
+    );
+    c.validate(4096);
+    // Untouched for `age_events` events, every span goes.
+    let mut out = Evicted::new();
+    for _ in 0..8 {
+        assert!(c.take(8 << 20, p, &mut out).is_none());
+    }
+    assert_eq!((c.bytes(), out.iter().map(|(_, l)| l).sum::<usize>()), (0, 1 << 20));
+    c.validate(4096);
+}
+
+#[test]
+fn map_cache_reuses_mappings_and_zeroes_them() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let keep = Layout::from_size_align(64, 8).unwrap();
+        let l = Layout::from_size_align(1 << 20, 16).unwrap();
+        // SAFETY: non-zero layouts; blocks used within their sizes.
+        unsafe {
+            let k = a.alloc(keep);
+            let p = a.alloc(l);
+            fill(p, 1 << 20, 9);
+            a.dealloc(p, l);
+            a.validate();
+            let maps = a.stats().syscalls.mmap;
+            let q = a.alloc_zeroed(l);
+            assert_eq!(q, p, "the cached mapping is reused");
+            assert_eq!(a.stats().syscalls.mmap, maps, "no new mapping");
+            verify_zero(q, 1 << 20);
+            // Growth takes the cached rest of nothing: a fresh span after a
+            // shrink. Shrinking gives the tail to the cache, growing takes it back.
+            let r = a.realloc(q, l, 200 << 10);
+            assert_eq!(r, q);
+            let calls = a.stats().syscalls;
+            let s = a.realloc(r, Layout::from_size_align(200 << 10, 16).unwrap(), 900 << 10);
+            assert_eq!(s, q, "grown in place into the cached tail");
+            assert_eq!(a.stats().syscalls, calls, "no system call");
+            a.dealloc(s, Layout::from_size_align(900 << 10, 16).unwrap());
+            a.validate();
+            assert!(a.trim() >= 1 << 20);
+            assert_eq!(a.core.lock().maps.bytes(), 0, "trim empties the cache");
+            a.dealloc(k, keep);
+        }
+        a.validate();
+    });
+}
+
+#[test]
+fn map_cache_bound_and_decay_return_memory() {
+    for page in [4096, 65536] {
+        map_cache_bound_and_decay(page);
+    }
+}
+
+fn map_cache_bound_and_decay(page: usize) {
+    let config = mmap_config().map_cache(1 << 20, 100).map_cache_age(64);
+    with_alloc(config, 0, page, |a| {
+        let keep = Layout::from_size_align(64, 8).unwrap();
+        let big = Layout::from_size_align(6 << 20, 16).unwrap();
+        let small = Layout::from_size_align(200 << 10, 16).unwrap();
+        // SAFETY: non-zero layouts.
+        unsafe {
+            let k = a.alloc(keep);
+            let p = a.alloc(big);
+            a.dealloc(p, big);
+            // Within 100 % of the recent peak: kept.
+            assert!(a.core.lock().maps.bytes() >= 5 << 20);
+            a.validate();
+            // Churn of small large blocks: the peak decays towards what is
+            // live, and the cache with it, down to the floor.
+            for _ in 0..if cfg!(miri) { 200 } else { 1000 } {
+                let q = a.alloc(small);
+                assert!(!q.is_null());
+                a.dealloc(q, small);
+                a.validate();
+            }
+            let cached = a.core.lock().maps.bytes();
+            assert!(cached <= 1 << 20, "decayed to the floor: {cached}");
+            a.dealloc(k, keep);
+        }
+        a.validate();
     });
 }
 

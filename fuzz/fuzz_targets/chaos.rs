@@ -60,11 +60,16 @@ struct Setup {
     /// An index into `TRIM_CHOICES`.
     trim_choice: u8,
     big_pages: bool,
+    /// An index into `CACHE_CHOICES`: the mapping cache's floor, percent, age.
+    cache_choice: u8,
 }
 
 const BRK_CHOICES: [usize; 5] = [0, 256 << 10, 4 << 20, 32 << 20, 128 << 20];
 const THRESHOLDS: [usize; 8] = [0, 4096, 16 << 10, 64 << 10, 100_000, 128 << 10, 1 << 20, 32 << 20];
 const TRIM_CHOICES: [usize; 4] = [0, 64 << 10, 128 << 10, 16 << 20];
+/// The default, no cache, a small floor that ages fast, a share with no floor, a big one.
+const CACHE_CHOICES: [(usize, usize, usize); 5] =
+    [(4 << 20, 200, 1024), (0, 0, 1), (1 << 20, 0, 4), (0, 50, 16), (64 << 20, 300, 100_000)];
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Size {
@@ -123,6 +128,12 @@ enum Action {
     },
     /// The current thread ends: its heap goes back to the table.
     ThreadExit,
+    /// Allocates and frees a large block `n` times (the mapping cache's
+    /// clock: spans age, the peak decays, bytes beyond the bound go).
+    CacheChurn {
+        n: u8,
+        size: Size,
+    },
 }
 
 /// A live block of the model.
@@ -263,19 +274,40 @@ impl Watched {
         (start + len <= s + l).then_some((s, l))
     }
 
-    /// Forgets `[start, start + len)`, which must lie inside one mapping.
+    /// Forgets `[start, start + len)`, which must be covered by mappings
+    /// without a gap (munmap may span adjacent ones: the mapping cache
+    /// merges neighbouring spans).
     fn forget(&self, start: usize, len: usize, what: &str) {
-        let Some((s, l)) = self.holder(start, len) else {
-            panic!("{what} of {start:#x}+{len:#x}: not mapped by the source");
-        };
+        assert!(self.covered(start, len), "{what} of {start:#x}+{len:#x}: not mapped by the source");
         let mut maps = self.maps.borrow_mut();
-        maps.remove(&s);
-        if start > s {
-            maps.insert(s, start - s);
+        let end = start + len;
+        let first = maps.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        let hit: Vec<(usize, usize)> = maps.range(first..end).map(|(&s, &l)| (s, l)).collect();
+        for (s, l) in hit {
+            if s + l <= start {
+                continue;
+            }
+            maps.remove(&s);
+            if start > s {
+                maps.insert(s, start - s);
+            }
+            if s + l > end {
+                maps.insert(end, s + l - end);
+            }
         }
-        if s + l > start + len {
-            maps.insert(start + len, s + l - (start + len));
+    }
+
+    /// Whether mappings cover `[start, start + len)` without a gap.
+    fn covered(&self, start: usize, len: usize) -> bool {
+        let maps = self.maps.borrow();
+        let mut at = start;
+        while at < start + len {
+            match maps.range(..=at).next_back() {
+                Some((&s, &l)) if s + l > at => at = s + l,
+                _ => return false,
+            }
         }
+        true
     }
 
     fn remember(&self, start: usize, len: usize) {
@@ -370,10 +402,11 @@ unsafe impl Source for Watched {
             old_len > 0 && new_len > 0 && new_len.is_multiple_of(self.page()),
             "remap {old_len:#x} -> {new_len:#x}"
         );
-        assert!(
-            self.holder(start, old_len).is_some(),
-            "remap of {start:#x}+{old_len:#x}: not mapped"
-        );
+        if self.holder(start, old_len).is_none() {
+            // Across two mappings the kernel says EFAULT.
+            assert!(self.covered(start, old_len), "remap of {start:#x}+{old_len:#x}: not mapped");
+            return None;
+        }
         // SAFETY: forwarded duty; the range was checked to be mapped.
         let Some(q) = unpoisoned(|| unsafe { self.fake.remap(ptr, old_len, new_len) }) else {
             self.map_refusals.set(self.map_refusals.get() + 1);
@@ -387,12 +420,48 @@ unsafe impl Source for Watched {
         Some(q)
     }
 
+    unsafe fn remap_in_place(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> bool {
+        let start = ptr.as_ptr() as usize;
+        self.check_aligned(start, old_len, "remap_in_place");
+        assert!(old_len < new_len && new_len.is_multiple_of(self.page()), "remap_in_place {old_len:#x} -> {new_len:#x}");
+        if self.holder(start, old_len).is_none() {
+            assert!(self.covered(start, old_len), "remap_in_place of {start:#x}+{old_len:#x}: not mapped");
+            return false;
+        }
+        // SAFETY: forwarded duty; the range was checked to be mapped.
+        if !unpoisoned(|| unsafe { self.fake.remap_in_place(ptr, old_len, new_len) }) {
+            return false;
+        }
+        unpoison(start + old_len, start + new_len);
+        self.remember(start + old_len, new_len - old_len);
+        true
+    }
+
+    unsafe fn move_to(&self, ptr: NonNull<u8>, len: usize, dest: NonNull<u8>) -> bool {
+        let (start, to) = (ptr.as_ptr() as usize, dest.as_ptr() as usize);
+        self.check_aligned(start, len, "move_to");
+        self.check_aligned(to, len, "move_to destination");
+        assert!(start + len <= to || to + len <= start, "move_to onto itself");
+        if self.holder(start, len).is_none() {
+            assert!(self.covered(start, len), "move_to of {start:#x}+{len:#x}: not mapped");
+            return false;
+        }
+        assert!(self.covered(to, len), "move_to onto {to:#x}+{len:#x}: not mapped");
+        // SAFETY: forwarded duty; both ranges were checked to be mapped.
+        if !unpoisoned(|| unsafe { self.fake.move_to(ptr, len, dest) }) {
+            return false;
+        }
+        self.forget(start, len, "move_to");
+        poison(start, start + len);
+        true
+    }
+
     unsafe fn discard(&self, ptr: NonNull<u8>, len: usize) {
         let start = ptr.as_ptr() as usize;
         self.check_aligned(start, len, "discard");
         let in_brk = start >= self.base && start + len <= self.base + self.fake.brk_bytes();
         assert!(
-            in_brk || self.holder(start, len).is_some(),
+            in_brk || self.covered(start, len),
             "discard of {start:#x}+{len:#x}: not held"
         );
         // SAFETY: forwarded duty.
@@ -692,6 +761,27 @@ impl Model<'_> {
             }
             Action::SwitchThread { t } => self.source().identity.set((t as usize % 4) << 12),
             Action::ThreadExit => self.alloc.thread_exit(),
+            Action::CacheChurn { n, size } => {
+                let threshold = self.alloc.mmap_threshold();
+                let size = threshold + self.size(size, 0) % (4 << 20);
+                let layout = Layout::from_size_align(size, 16).unwrap();
+                for i in 0..n % 16 {
+                    // SAFETY: a non-zero layout; the block is written within its size.
+                    unsafe {
+                        let p = if i % 2 == 0 { self.alloc.alloc_zeroed(layout) } else { self.alloc.alloc(layout) };
+                        if p.is_null() {
+                            continue;
+                        }
+                        if i % 2 == 0 {
+                            assert_eq!(*p, 0, "alloc_zeroed from the cache");
+                            assert_eq!(*p.add(size - 1), 0, "alloc_zeroed from the cache");
+                        }
+                        p.write_bytes(0xc3, size.min(WINDOW));
+                        self.alloc.dealloc(p, layout);
+                    }
+                    self.check();
+                }
+            }
         }
     }
 
@@ -748,6 +838,8 @@ fuzz_target!(|input: Input| {
     if threshold != 0 {
         config = config.mmap_threshold(threshold);
     }
+    let (floor, percent, age) = CACHE_CHOICES[setup.cache_choice as usize % CACHE_CHOICES.len()];
+    config = config.map_cache(floor, percent).map_cache_age(age);
     let base = buffer();
     unpoison_all();
     // SAFETY: the buffer is ours, 64 KiB-aligned, and used by one allocator
