@@ -396,6 +396,20 @@ impl<S: Source> NolibcAlloc<S> {
         }
     }
 
+    /// `dealloc` of a block with a header (medium or large).
+    ///
+    /// # Safety
+    /// `ptr` is live and was allocated for `layout`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_block(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded.
+        unsafe {
+            let block = self.locate(ptr, layout, true, Call::Dealloc);
+            self.dealloc_located(ptr, block, Call::Dealloc)
+        }
+    }
+
     /// # Safety
     /// `ptr` is a live slot of `class` (checked in part).
     #[inline]
@@ -562,11 +576,15 @@ impl<S: Source> NolibcAlloc<S> {
     /// The size class serving `size` and `align`, if the small tier does.
     #[inline]
     fn small_class(&self, size: usize, align: usize) -> Option<usize> {
-        if size < self.tuning.mmap_threshold() {
-            class_for(size, align)
-        } else {
-            None
+        if size >= self.tuning.mmap_threshold() {
+            return None;
         }
+        if size <= 1024 && align <= 16 {
+            // The 16-byte classes, multiples of 16: the one of max(size,
+            // align), size 0 counting as 1 (what `class_for` computes).
+            return Some(size.max(align).saturating_sub(1) >> 4);
+        }
+        class_for(size, align)
     }
 
     /// Finds the tier of a live block. With `probe`, a block with a header
@@ -879,11 +897,12 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(ptr) = NonNull::new(ptr) else { return };
-        // SAFETY: the caller vouches for ptr and layout.
-        unsafe {
-            let block = self.locate(ptr, layout, true, Call::Dealloc);
-            self.dealloc_located(ptr, block, Call::Dealloc)
+        if let Some(class) = self.small_class(layout.size(), layout.align()) {
+            // SAFETY: the caller vouches for ptr and layout; a slot of `class`.
+            return unsafe { self.free_small(ptr, class, Call::Dealloc) };
         }
+        // SAFETY: as above.
+        unsafe { self.dealloc_block(ptr, layout) }
     }
 
     #[inline]
