@@ -71,10 +71,15 @@ pub(crate) struct Heap {
     stack: AtomicUsize,
     /// Kernel thread id of the owner (0 if the source does not know).
     tid: AtomicU32,
-    /// Slots freed by other threads, linked through their first word.
-    remote: AtomicPtr<u8>,
     arena: UnsafeCell<Arena>,
+    /// Slots freed by other threads, linked through their first word; on a
+    /// cache line of its own, so that other threads' pushes do not take away
+    /// the line the owner reads on every call.
+    remote: RemoteList,
 }
+
+#[repr(align(128))]
+struct RemoteList(AtomicPtr<u8>);
 
 // SAFETY: the arena is touched only by the owner (claimed by CAS on `owner`,
 // handed over with release/acquire); the other fields are atomics.
@@ -119,8 +124,8 @@ impl Heap {
             owner: AtomicUsize::new(0),
             stack: AtomicUsize::new(0),
             tid: AtomicU32::new(0),
-            remote: AtomicPtr::new(ptr::null_mut()),
             arena: UnsafeCell::new(Arena::new()),
+            remote: RemoteList(AtomicPtr::new(ptr::null_mut())),
         }
     }
 
@@ -155,11 +160,11 @@ impl Heap {
         // SAFETY: forwarded; the slot is the caller's until pushed.
         unsafe { small::mark_remote(run, ptr, call) };
         let slot = ptr.as_ptr();
-        let mut head = self.remote.load(Relaxed);
+        let mut head = self.remote.0.load(Relaxed);
         loop {
             // SAFETY: a live slot has room for the link word.
             unsafe { slot.cast::<*mut u8>().write(head) };
-            match self.remote.compare_exchange_weak(head, slot, Release, Relaxed) {
+            match self.remote.0.compare_exchange_weak(head, slot, Release, Relaxed) {
                 Ok(_) => return,
                 Err(now) => head = now,
             }
@@ -169,16 +174,16 @@ impl Heap {
     /// Takes the whole remote list (owner only).
     #[inline]
     pub(crate) fn take_remote(&self) -> *mut u8 {
-        if self.remote.load(Relaxed).is_null() {
+        if self.remote.0.load(Relaxed).is_null() {
             return ptr::null_mut();
         }
-        self.remote.swap(ptr::null_mut(), Acquire)
+        self.remote.0.swap(ptr::null_mut(), Acquire)
     }
 
     /// Slots waiting on the remote list (walks it: for tests, with no other
     /// thread pushing).
     pub(crate) fn remote_list(&self) -> *mut u8 {
-        self.remote.load(Acquire)
+        self.remote.0.load(Acquire)
     }
 
     /// Gives the heap up: the next thread may claim it (owner only, after
