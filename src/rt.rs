@@ -225,7 +225,9 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match sys::write(fd, bytes) {
             Ok(0) => return,
-            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
+            // `get`, not indexing: no bounds-check panic (and its formatted
+            // message) in every program.
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
             Err(sys::Errno::EINTR) => {}
             Err(_) => return,
         }
@@ -233,15 +235,17 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 }
 
 /// A stack buffer in front of `write(2)`: one system call per `println!` in
-/// the common case.
-struct FdWriter {
+/// the common case. Its own methods need no formatting machinery (the panic
+/// and allocation-error handlers use only those); `fmt::Write` is for the
+/// print macros.
+pub(crate) struct FdWriter {
     fd: i32,
     len: usize,
     buf: [u8; 512],
 }
 
 impl FdWriter {
-    const fn new(fd: i32) -> Self {
+    pub(crate) const fn new(fd: i32) -> Self {
         FdWriter {
             fd,
             len: 0,
@@ -249,24 +253,47 @@ impl FdWriter {
         }
     }
 
-    fn flush(&mut self) {
-        write_all(self.fd, &self.buf[..self.len]);
+    /// Writes out what is buffered.
+    pub(crate) fn flush(&mut self) {
+        write_all(self.fd, self.buf.get(..self.len).unwrap_or_default());
         self.len = 0;
+    }
+
+    /// Appends `bytes`, flushing first when they do not fit.
+    pub(crate) fn put(&mut self, bytes: &[u8]) {
+        if bytes.len() > self.buf.len() - self.len {
+            self.flush();
+            if bytes.len() > self.buf.len() {
+                write_all(self.fd, bytes);
+                return;
+            }
+        }
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    /// Appends `n` in decimal.
+    pub(crate) fn put_decimal(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut used = 0;
+        // An iterator, not indexing: no bounds-check panic to link.
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+            used += 1;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(digits.get(digits.len() - used..).unwrap_or_default());
     }
 }
 
 impl fmt::Write for FdWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        if self.len + bytes.len() > self.buf.len() {
-            self.flush();
-            if bytes.len() > self.buf.len() {
-                write_all(self.fd, bytes);
-                return Ok(());
-            }
-        }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+        self.put(s.as_bytes());
         Ok(())
     }
 }
@@ -274,10 +301,14 @@ impl fmt::Write for FdWriter {
 /// Formats `args` (then a newline if `newline`) to `fd`. Used by the macros.
 #[doc(hidden)]
 pub fn _print(fd: i32, args: fmt::Arguments<'_>, newline: bool) {
+    // A program that prints has the formatting machinery: tell the panic
+    // handler it may format messages too (see `freestanding::FORMAT_HOOK`).
+    #[cfg(all(target_os = "linux", target_env = ""))]
+    core::hint::black_box(&freestanding::FORMAT_HOOK);
     let mut w = FdWriter::new(fd);
     let _ = fmt::write(&mut w, args);
     if newline {
-        let _ = fmt::Write::write_str(&mut w, "\n");
+        w.put(b"\n");
     }
     w.flush();
 }
@@ -386,7 +417,10 @@ macro_rules! entry {
 /// `std` provides a panic handler.
 #[cfg(all(target_os = "linux", target_env = ""))]
 mod freestanding {
+    use core::panic::PanicMessage;
     use core::sync::atomic::{AtomicBool, Ordering};
+
+    use super::FdWriter;
 
     extern "C" {
         /// Defined by [`entry!`](crate::entry) in the program.
@@ -467,16 +501,93 @@ mod freestanding {
     /// Set by the first panic, so a panic while printing one cannot recurse.
     static PANICKING: AtomicBool = AtomicBool::new(false);
 
+    /// How the panic handler formats a message that has arguments.
+    #[repr(transparent)]
+    pub(super) struct FormatHook(fn(&mut FdWriter, &PanicMessage<'_>));
+
+    /// The formatting half of the panic handler, kept only in programs that
+    /// format anyway: its one reference is from [`super::_print`] (every
+    /// print macro), and the handler finds it through the linker-made
+    /// `__start_`/`__stop_` symbols of its section, which (with
+    /// `-z start-stop-gc`, in the target specs) do not keep it alive. In a
+    /// program that never prints, neither this nor `core::fmt::write` is
+    /// linked. Without that linker flag it is always kept: every message is
+    /// formatted, as before.
+    #[unsafe(link_section = "nolibc_alloc_fmt")]
+    pub(super) static FORMAT_HOOK: FormatHook = FormatHook(format_message);
+
+    fn format_message(w: &mut FdWriter, message: &PanicMessage<'_>) {
+        let _ = core::fmt::write(w, format_args!("{message}"));
+    }
+
+    extern "C" {
+        #[linkage = "extern_weak"]
+        #[allow(improper_ctypes)]
+        static __start_nolibc_alloc_fmt: *const FormatHook;
+        #[linkage = "extern_weak"]
+        #[allow(improper_ctypes)]
+        static __stop_nolibc_alloc_fmt: *const FormatHook;
+    }
+
+    /// `FORMAT_HOOK`, if the program kept it.
+    fn format_hook() -> Option<&'static FormatHook> {
+        // SAFETY: weak linker-defined symbols: null when the section is not
+        // in the program; otherwise the section holds exactly the one
+        // `FormatHook` static (nothing else is placed in it).
+        unsafe {
+            let (start, stop) = (__start_nolibc_alloc_fmt, __stop_nolibc_alloc_fmt);
+            if start.is_null() || start == stop {
+                None
+            } else {
+                Some(&*start)
+            }
+        }
+    }
+
+    /// Prints `panicked at FILE:LINE:COL:` and the message, then exits with
+    /// status 101. The location and a message without arguments are written
+    /// without `core::fmt`; a message with arguments is formatted when the
+    /// program has the formatting machinery (see [`FORMAT_HOOK`]), else
+    /// replaced by a note saying so.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         if PANICKING.swap(true, Ordering::Relaxed) {
             super::write_all(2, b"panicked while panicking\n");
             crate::sys::abort();
         }
-        match info.location() {
-            Some(at) => super::_print(2, format_args!("panicked at {at}:\n{}", info.message()), true),
-            None => super::_print(2, format_args!("panicked:\n{}", info.message()), true),
+        let mut w = FdWriter::new(2);
+        w.put(b"panicked");
+        if let Some(at) = info.location() {
+            w.put(b" at ");
+            w.put(at.file().as_bytes());
+            w.put(b":");
+            w.put_decimal(at.line() as usize);
+            w.put(b":");
+            w.put_decimal(at.column() as usize);
         }
+        w.put(b":\n");
+        let message = info.message();
+        match (message.as_str(), format_hook()) {
+            (Some(text), _) => w.put(text.as_bytes()),
+            (None, Some(hook)) => (hook.0)(&mut w, &message),
+            (None, None) => w.put(b"(a message with arguments: not formatted, this program has no formatting machinery)"),
+        }
+        w.put(b"\n");
+        w.flush();
         super::exit(101)
+    }
+
+    /// Allocation failure (`handle_alloc_error`, e.g. a `Vec` that cannot
+    /// grow): `memory allocation of N bytes failed` and SIGABRT, as `std`
+    /// does, without formatting machinery (the default of `no_std` programs
+    /// would panic with a formatted message).
+    #[alloc_error_handler]
+    fn alloc_error(layout: core::alloc::Layout) -> ! {
+        let mut w = FdWriter::new(2);
+        w.put(b"memory allocation of ");
+        w.put_decimal(layout.size());
+        w.put(b" bytes failed\n");
+        w.flush();
+        crate::sys::abort()
     }
 }
