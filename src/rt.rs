@@ -41,6 +41,7 @@
 
 use core::ffi::CStr;
 use core::fmt;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::sys;
@@ -240,38 +241,47 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 /// print macros.
 pub(crate) struct FdWriter {
     fd: i32,
+    /// Bytes of `buf` in use (initialised), at most `BUF`.
     len: usize,
-    buf: [u8; 512],
+    /// Uninitialised: no `memset` of 512 bytes per print.
+    buf: [MaybeUninit<u8>; FdWriter::BUF],
 }
 
 impl FdWriter {
+    const BUF: usize = 512;
+
     pub(crate) const fn new(fd: i32) -> Self {
         FdWriter {
             fd,
             len: 0,
-            buf: [0; 512],
+            buf: [MaybeUninit::uninit(); FdWriter::BUF],
         }
     }
 
     /// Writes out what is buffered.
     pub(crate) fn flush(&mut self) {
-        write_all(self.fd, self.buf.get(..self.len).unwrap_or_default());
+        // SAFETY: the first `len` (<= BUF) bytes of `buf` were written by `put`.
+        let filled = unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) };
+        write_all(self.fd, filled);
         self.len = 0;
     }
 
     /// Appends `bytes`, flushing first when they do not fit.
     pub(crate) fn put(&mut self, bytes: &[u8]) {
-        if bytes.len() > self.buf.len() - self.len {
+        if bytes.len() > Self::BUF - self.len {
             self.flush();
-            if bytes.len() > self.buf.len() {
+            if bytes.len() > Self::BUF {
                 write_all(self.fd, bytes);
                 return;
             }
         }
-        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
-            room.copy_from_slice(bytes);
-            self.len += bytes.len();
+        // SAFETY: `len + bytes.len() <= BUF` (checked above, `len` is 0 after
+        // a flush), so the copy stays inside `buf`, which `bytes` cannot overlap.
+        unsafe {
+            let at = self.buf.as_mut_ptr().add(self.len).cast::<u8>();
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
         }
+        self.len += bytes.len();
     }
 
     /// Appends `n` in decimal.
@@ -570,7 +580,7 @@ mod freestanding {
         match (message.as_str(), format_hook()) {
             (Some(text), _) => w.put(text.as_bytes()),
             (None, Some(hook)) => (hook.0)(&mut w, &message),
-            (None, None) => w.put(b"(a message with arguments: not formatted, this program has no formatting machinery)"),
+            (None, None) => w.put(b"(message not formatted: no core::fmt in this program)"),
         }
         w.put(b"\n");
         w.flush();
