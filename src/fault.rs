@@ -28,10 +28,15 @@ pub enum Fault {
 pub fn fault(kind: Fault, addr: usize) -> ! {
     let mut buf = [0u8; 160];
     let mut len = 0;
+    // Byte by byte with `get_mut`: no bounds-check panic (and its formatted
+    // message) linked into every program; a message too long is cut.
     let mut put = |bytes: &[u8]| {
-        let n = bytes.len().min(buf.len() - len);
-        buf[len..len + n].copy_from_slice(&bytes[..n]);
-        len += n;
+        for &b in bytes {
+            if let Some(slot) = buf.get_mut(len) {
+                *slot = b;
+                len += 1;
+            }
+        }
     };
     put(b"nolibc-alloc: ");
     match kind {
@@ -53,7 +58,7 @@ pub fn fault(kind: Fault, addr: usize) -> ! {
     }
     put(&hex);
     put(b"\n");
-    abort_with(&buf[..len])
+    abort_with(buf.get(..len).unwrap_or_default())
 }
 
 #[cfg(not(test))]
