@@ -5,9 +5,17 @@
 //! point, the arguments, environment and auxiliary vector, `exit`, the
 //! [`print!`](crate::print)/[`println!`](crate::println)/
 //! [`eprint!`](crate::eprint)/[`eprintln!`](crate::eprintln) macros over
-//! `write(2)`, and a panic handler that prints
+//! `write(2)`, a panic handler that prints
 //! `panicked at FILE:LINE:COL:` and the message to stderr, then exits with
-//! status 101.
+//! status 101, and an allocation-error handler (`memory allocation of N
+//! bytes failed`, then SIGABRT, as `std`).
+//!
+//! Neither handler pulls `core::fmt` into a program that does not format:
+//! the location and a message without arguments are written by hand; a
+//! message with arguments is formatted only in programs that use the print
+//! macros (they keep the formatting half linked, see the handler), and is
+//! replaced by a note in the others. So `examples/tiny.rs` carries no
+//! formatting machinery of the runtime.
 //!
 //! A program names its entry point with [`entry!`](crate::entry):
 //!

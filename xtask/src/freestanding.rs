@@ -249,7 +249,9 @@ fn build_package(
         .arg("build")
         .arg("-Zjson-target-spec")
         .arg("-Zbuild-std=core,alloc,compiler_builtins")
-        .arg("-Zbuild-std-features=compiler-builtins-mem")
+        // optimize_for_size: core and alloc choose their smaller algorithms
+        // (integer formatting, sorting, ...): 0.9 KB off `tiny`, 4.8 KB off `hello`.
+        .arg("-Zbuild-std-features=compiler-builtins-mem,optimize_for_size")
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--target")

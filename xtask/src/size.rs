@@ -238,6 +238,7 @@ fn c_stripped(bin: &Path) -> Result<u64, String> {
 }
 
 /// `libnolibc_alloc_c.a` for `<host arch>-unknown-linux-musl`, opt-level "s"
+/// and core's `optimize_for_size`
 /// (the footprint build: its own directory, apart from the tests' and the
 /// benchmark's opt-level 3 build).
 fn capi_musl_size_build() -> Result<PathBuf, String> {
@@ -249,6 +250,8 @@ fn capi_musl_size_build() -> Result<PathBuf, String> {
     cmd.args(["rustc", "--release", "--lib", "--crate-type", "staticlib"])
         .args([
             "-Zbuild-std=core,compiler_builtins",
+            // As the freestanding builds (xtask/src/freestanding.rs).
+            "-Zbuild-std-features=optimize_for_size",
             "--target",
             &format!("{arch}-unknown-linux-musl"),
         ])
@@ -338,7 +341,7 @@ fn c_table() -> Result<(), String> {
 }
 
 fn memory_at_start() -> Result<(), String> {
-    println!("memory at start: xtask/peers/c/rss.c, eight blocks of 8..1000 bytes written, KiB from /proc/self/statm:");
+    println!("memory at start: xtask/peers/c/rss.c, eight blocks of 8..1000 bytes written; KiB, before -> after:");
     if !have("musl-gcc") {
         println!("not measured: musl-gcc is missing (apt-get install musl-tools)");
         return Ok(());
@@ -350,20 +353,18 @@ fn memory_at_start() -> Result<(), String> {
     let ours = dir.join("rss-nolibc");
     let lib = capi_musl_size_build()?;
     compile("musl-gcc", &["-static", "-O2"], &src, &[&lib], &ours)?;
-    println!(
-        "{:<36}{:>12}{:>12}{:>12}{:>12}",
-        "malloc", "RSS before", "RSS after", "VSZ before", "VSZ after"
-    );
+    println!("{:<24}{:>16}{:>16}{:>18}", "malloc", "RssAnon", "RssFile", "VmSize");
     for (label, bin) in [("musl's", &musl), ("nolibc-alloc (C ABI)", &ours)] {
         let out = Command::new(bin)
             .output()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Vec<&str> = text.split_whitespace().collect();
-        if !out.status.success() || v.len() != 4 {
+        if !out.status.success() || v.len() != 6 {
             return Err(format!("{} failed ({}): {text}", bin.display(), out.status));
         }
-        println!("{label:<36}{:>12}{:>12}{:>12}{:>12}", v[0], v[1], v[2], v[3]);
+        let cell = |i: usize| format!("{} -> {}", v[i], v[i + 3]);
+        println!("{label:<24}{:>16}{:>16}{:>18}", cell(0), cell(1), cell(2));
     }
     Ok(())
 }

@@ -1,28 +1,32 @@
 /* Memory footprint at start: a handful of small blocks of different sizes
  * (each in another size class of nolibc-alloc, and of musl's mallocng),
- * every byte written. Prints the resident set and the address space from
- * /proc/self/statm before and after, in KiB:
- *   rss_before rss_after vsz_before vsz_after
- * No stdio: its own buffers would count too. */
+ * every byte written. Prints, in KiB, from /proc/self/status before and
+ * after the allocations:
+ *   RssAnon RssFile VmSize (before)  RssAnon RssFile VmSize (after)
+ * RssAnon is the heap (and stack, static data written); RssFile the
+ * program's own pages read so far, which grows with the allocator's code
+ * run for the first time. No stdio: its buffers would count too. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static void statm(long *vsz_kib, long *rss_kib) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    long n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+static char status[4096];
+
+static long field(const char *name) {
+    char *at = strstr(status, name);
+    return at ? strtol(at + strlen(name), NULL, 10) : -1;
+}
+
+static void sample(long out[3]) {
+    int fd = open("/proc/self/status", O_RDONLY);
+    long n = fd < 0 ? -1 : read(fd, status, sizeof status - 1);
     if (fd >= 0)
         close(fd);
-    *vsz_kib = *rss_kib = -1;
-    if (n <= 0)
-        return;
-    buf[n] = 0;
-    char *end;
-    long page_kib = sysconf(_SC_PAGESIZE) / 1024;
-    *vsz_kib = strtol(buf, &end, 10) * page_kib;
-    *rss_kib = strtol(end, NULL, 10) * page_kib;
+    status[n > 0 ? n : 0] = 0;
+    out[0] = field("RssAnon:");
+    out[1] = field("RssFile:");
+    out[2] = field("VmSize:");
 }
 
 static char *put(char *at, long v) {
@@ -45,20 +49,20 @@ int main(void) {
     static const size_t sizes[] = {8, 24, 40, 72, 136, 264, 520, 1000};
     enum { N = sizeof sizes / sizeof sizes[0] };
     void *blocks[N];
-    long vsz0, rss0, vsz1, rss1;
-    statm(&vsz0, &rss0);
+    long before[3], after[3];
+    sample(before);
     for (int i = 0; i < N; i++) {
         blocks[i] = malloc(sizes[i]);
         if (!blocks[i])
             return 1;
         memset(blocks[i], 0x5a, sizes[i]);
     }
-    statm(&vsz1, &rss1);
-    char line[128], *at = line;
-    at = put(at, rss0);
-    at = put(at, rss1);
-    at = put(at, vsz0);
-    at = put(at, vsz1);
+    sample(after);
+    char line[160], *at = line;
+    for (int i = 0; i < 3; i++)
+        at = put(at, before[i]);
+    for (int i = 0; i < 3; i++)
+        at = put(at, after[i]);
     at[-1] = '\n';
     if (write(1, line, at - line) != at - line)
         return 1;
