@@ -1,10 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-// The freestanding runtime (nightly-only targets) uses two unstable features
-// to stay free of core::fmt: weak linker symbols and an allocation-error handler.
+// The freestanding runtime (nightly-only targets) brings an allocation-error
+// handler that needs no core::fmt.
 #![cfg_attr(
     all(feature = "rt", target_os = "linux", target_env = ""),
-    feature(linkage, alloc_error_handler)
+    feature(alloc_error_handler)
 )]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 

@@ -519,47 +519,56 @@ mod freestanding {
     /// Set by the first panic, so a panic while printing one cannot recurse.
     static PANICKING: AtomicBool = AtomicBool::new(false);
 
-    /// How the panic handler formats a message that has arguments.
+    /// How the panic handler formats a message that has arguments, if the
+    /// program formats (see [`FORMAT_HOOK`]).
     #[repr(transparent)]
-    pub(super) struct FormatHook(fn(&mut FdWriter, &PanicMessage<'_>));
+    pub(super) struct FormatHook(Option<fn(&mut FdWriter, &PanicMessage<'_>)>);
 
     /// The formatting half of the panic handler, kept only in programs that
     /// format anyway: its one reference is from [`super::_print`] (every
-    /// print macro), and the handler finds it through the linker-made
-    /// `__start_`/`__stop_` symbols of its section, which (with
+    /// print macro). The handler finds it by walking its section between the
+    /// linker-made `__start_`/`__stop_` symbols, which (with
     /// `-z start-stop-gc`, in the target specs) do not keep it alive. In a
     /// program that never prints, neither this nor `core::fmt::write` is
     /// linked. Without that linker flag it is always kept: every message is
     /// formatted, as before.
     #[unsafe(link_section = "nolibc_alloc_fmt")]
-    pub(super) static FORMAT_HOOK: FormatHook = FormatHook(format_message);
+    pub(super) static FORMAT_HOOK: FormatHook = FormatHook(Some(format_message));
+
+    /// Always linked (the handler names it), so that the section and its
+    /// bounds exist in every program: plain symbols, no weak ones (those
+    /// would go through a GOT on aarch64 and riscv64).
+    #[unsafe(link_section = "nolibc_alloc_fmt")]
+    static NO_FORMAT_HOOK: FormatHook = FormatHook(None);
 
     fn format_message(w: &mut FdWriter, message: &PanicMessage<'_>) {
         let _ = core::fmt::write(w, format_args!("{message}"));
     }
 
+    #[allow(improper_ctypes)]
     extern "C" {
-        #[linkage = "extern_weak"]
-        #[allow(improper_ctypes)]
-        static __start_nolibc_alloc_fmt: *const FormatHook;
-        #[linkage = "extern_weak"]
-        #[allow(improper_ctypes)]
-        static __stop_nolibc_alloc_fmt: *const FormatHook;
+        static __start_nolibc_alloc_fmt: FormatHook;
+        static __stop_nolibc_alloc_fmt: FormatHook;
     }
 
-    /// `FORMAT_HOOK`, if the program kept it.
-    fn format_hook() -> Option<&'static FormatHook> {
-        // SAFETY: weak linker-defined symbols: null when the section is not
-        // in the program; otherwise the section holds exactly the one
-        // `FormatHook` static (nothing else is placed in it).
-        unsafe {
-            let (start, stop) = (__start_nolibc_alloc_fmt, __stop_nolibc_alloc_fmt);
-            if start.is_null() || start == stop {
-                None
-            } else {
-                Some(&*start)
+    /// `FORMAT_HOOK`'s function, if the program kept it.
+    fn format_hook() -> Option<fn(&mut FdWriter, &PanicMessage<'_>)> {
+        // Opaque to the optimiser: the bounds are the section's, which holds
+        // `NO_FORMAT_HOOK` and maybe `FORMAT_HOOK`, in an order the linker chose.
+        let mut at = core::hint::black_box(&raw const __start_nolibc_alloc_fmt);
+        let stop = core::hint::black_box(&raw const __stop_nolibc_alloc_fmt);
+        core::hint::black_box(&NO_FORMAT_HOOK);
+        while at < stop {
+            // SAFETY: `at` is inside the section, which holds only
+            // `FormatHook` statics (nothing else is placed in it), back to back.
+            unsafe {
+                if let Some(f) = (*at).0 {
+                    return Some(f);
+                }
+                at = at.add(1);
             }
         }
+        None
     }
 
     /// Prints `panicked at FILE:LINE:COL:` and the message, then exits with
@@ -587,7 +596,7 @@ mod freestanding {
         let message = info.message();
         match (message.as_str(), format_hook()) {
             (Some(text), _) => w.put(text.as_bytes()),
-            (None, Some(hook)) => (hook.0)(&mut w, &message),
+            (None, Some(format)) => format(&mut w, &message),
             (None, None) => w.put(b"(message not formatted: no core::fmt in this program)"),
         }
         w.put(b"\n");
