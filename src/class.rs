@@ -255,7 +255,8 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
     }
     let mut c = class_of_size(size)?;
     while c < CLASS_COUNT {
-        if natural_align(self::size(c)) >= align {
+        // Arithmetic, not a table: this rare path links neither table.
+        if natural_align(class_size(c)) >= align {
             return Some(c);
         }
         c += 1;
