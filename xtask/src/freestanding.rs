@@ -191,13 +191,32 @@ pub fn peers_dir() -> PathBuf {
     build_dir().join("peers")
 }
 
-/// Builds the peers' examples for `arch`.
+/// Builds the peers' examples for `arch`, with `opt_level` or else the main
+/// manifest's (so that the peers never differ from the examples there).
 pub fn build_peers(arch: Arch, opt_level: Option<&str>) -> Result<(), String> {
     let dir = match opt_level {
         Some(level) => peers_dir().join(format!("opt-{level}")),
         None => peers_dir(),
     };
-    build_package(arch, &peers_manifest(), &dir, &[], &[], opt_level)
+    let level = opt_level.map_or_else(profile_opt_level, str::to_string);
+    build_package(arch, &peers_manifest(), &dir, &[], &[], Some(&level))
+}
+
+/// The opt-level of the `freestanding` profile in the main manifest.
+pub fn profile_opt_level() -> String {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap_or_default();
+    let mut in_profile = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_profile = line == "[profile.freestanding]";
+        } else if in_profile {
+            if let Some(v) = line.strip_prefix("opt-level").and_then(|r| r.trim().strip_prefix('=')) {
+                return v.trim().trim_matches('"').to_string();
+            }
+        }
+    }
+    "s".into()
 }
 
 /// The built peer example `name` for `arch`.

@@ -7,11 +7,12 @@
 //! 3. C on this machine's architecture: `write` only and `tiny` in C
 //!    (malloc/realloc/free + write), static with musl (`musl-gcc -Os`),
 //!    with glibc (`gcc -static -Os`), and with nolibc-alloc's C ABI
-//!    (`capi/`, opt-level "s") in front of musl's malloc.
+//!    (`capi/`, the same opt-level) in front of musl's malloc.
 //! 4. Memory at start: `xtask/peers/c/rss.c` (eight small blocks of
 //!    different sizes) with musl's malloc and with nolibc-alloc's.
 //!
-//! `--opt-levels` adds the examples and peers built with opt-level "z".
+//! `--opt-levels` adds the examples and peers built with the other of
+//! opt-level "s" and "z".
 //! Every size is the file size after `--strip-all` (LLVM's objcopy for the
 //! Rust programs, binutils' `strip` for the C ones: LLVM's rejects glibc's
 //! static binaries).
@@ -20,23 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::freestanding::{self, Arch, EXAMPLES, PEERS};
-
-/// The opt-level of the `freestanding` profile in the main manifest.
-fn profile_opt_level() -> String {
-    let manifest = std::fs::read_to_string(freestanding::repo_root().join("Cargo.toml")).unwrap_or_default();
-    let mut in_profile = false;
-    for line in manifest.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_profile = line == "[profile.freestanding]";
-        } else if in_profile {
-            if let Some(v) = line.strip_prefix("opt-level").and_then(|r| r.trim().strip_prefix('=')) {
-                return v.trim().trim_matches('"').to_string();
-            }
-        }
-    }
-    "?".into()
-}
 
 fn print_table(title: &str, rows: &[(String, Vec<Option<u64>>)]) {
     println!("{title}");
@@ -59,7 +43,7 @@ fn print_table(title: &str, rows: &[(String, Vec<Option<u64>>)]) {
 
 /// `cargo xtask size [--opt-levels]`.
 pub fn run(opt_levels: bool) -> Result<(), String> {
-    let level = profile_opt_level();
+    let level = freestanding::profile_opt_level();
     // 1. The examples.
     let mut rows: Vec<(String, Vec<Option<u64>>)> = EXAMPLES.iter().map(|n| (n.to_string(), Vec::new())).collect();
     for arch in Arch::ALL {
@@ -237,8 +221,8 @@ fn c_stripped(bin: &Path) -> Result<u64, String> {
     std::fs::metadata(&out).map(|m| m.len()).map_err(|e| e.to_string())
 }
 
-/// `libnolibc_alloc_c.a` for `<host arch>-unknown-linux-musl`, opt-level "s"
-/// and core's `optimize_for_size`
+/// `libnolibc_alloc_c.a` for `<host arch>-unknown-linux-musl`, with the
+/// `freestanding` profile's opt-level and core's `optimize_for_size`
 /// (the footprint build: its own directory, apart from the tests' and the
 /// benchmark's opt-level 3 build).
 fn capi_musl_size_build() -> Result<PathBuf, String> {
@@ -257,7 +241,7 @@ fn capi_musl_size_build() -> Result<PathBuf, String> {
         ])
         .arg("--manifest-path")
         .arg(freestanding::repo_root().join("capi/Cargo.toml"))
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", freestanding::profile_opt_level())
         .env("CARGO_TARGET_DIR", &target_dir);
     let out = cmd.output().map_err(|e| format!("cannot run rustup: {e}"))?;
     if !out.status.success() {
@@ -305,7 +289,7 @@ fn c_table() -> Result<(), String> {
         );
         match capi_musl_size_build() {
             Ok(lib) => row(
-                "tiny.c, musl-gcc -static -Os + libnolibc_alloc_c.a (\"s\")",
+                "tiny.c, musl-gcc -static -Os + libnolibc_alloc_c.a",
                 "musl-gcc",
                 &["-static", "-Os"],
                 &tiny,
