@@ -78,10 +78,15 @@ pub fn fault(kind: Fault, addr: usize) -> ! {
 fn report(call: Option<Call>, kind: Fault, addr: usize) -> ! {
     let mut buf = [0u8; 160];
     let mut len = 0;
+    // Byte by byte with `get_mut`: no bounds-check panic (and its formatted
+    // message) linked into every program; a message too long is cut.
     let mut put = |bytes: &[u8]| {
-        let n = bytes.len().min(buf.len() - len);
-        buf[len..len + n].copy_from_slice(&bytes[..n]);
-        len += n;
+        for &b in bytes {
+            if let Some(slot) = buf.get_mut(len) {
+                *slot = b;
+                len += 1;
+            }
+        }
     };
     put(b"nolibc-alloc: ");
     if let Some(call) = call {
@@ -107,7 +112,7 @@ fn report(call: Option<Call>, kind: Fault, addr: usize) -> ! {
     }
     put(&hex);
     put(b"\n");
-    abort_with(&buf[..len])
+    abort_with(buf.get(..len).unwrap_or_default())
 }
 
 #[cfg(not(test))]

@@ -1,5 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+// The freestanding runtime (nightly-only targets) brings an allocation-error
+// handler that needs no core::fmt.
+#![cfg_attr(
+    all(feature = "rt", target_os = "linux", target_env = ""),
+    feature(alloc_error_handler)
+)]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(test)]

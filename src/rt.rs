@@ -5,9 +5,17 @@
 //! point, the arguments, environment and auxiliary vector, `exit`, the
 //! [`print!`](crate::print)/[`println!`](crate::println)/
 //! [`eprint!`](crate::eprint)/[`eprintln!`](crate::eprintln) macros over
-//! `write(2)`, and a panic handler that prints
+//! `write(2)`, a panic handler that prints
 //! `panicked at FILE:LINE:COL:` and the message to stderr, then exits with
-//! status 101.
+//! status 101, and an allocation-error handler (`memory allocation of N
+//! bytes failed`, then SIGABRT, as `std`).
+//!
+//! Neither handler pulls `core::fmt` into a program that does not format:
+//! the location and a message without arguments are written by hand; a
+//! message with arguments is formatted only in programs that use the print
+//! macros (they keep the formatting half linked, see the handler), and is
+//! replaced by a note in the others. So `examples/tiny.rs` carries no
+//! formatting machinery of the runtime.
 //!
 //! A program names its entry point with [`entry!`](crate::entry):
 //!
@@ -46,6 +54,7 @@
 
 use core::ffi::CStr;
 use core::fmt;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::sys;
@@ -308,7 +317,9 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match sys::write(fd, bytes) {
             Ok(0) => return,
-            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
+            // `get`, not indexing: no bounds-check panic (and its formatted
+            // message) in every program.
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
             Err(sys::Errno::EINTR) => {}
             Err(_) => return,
         }
@@ -316,40 +327,74 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 }
 
 /// A stack buffer in front of `write(2)`: one system call per `println!` in
-/// the common case.
-struct FdWriter {
+/// the common case. Its own methods need no formatting machinery (the panic
+/// and allocation-error handlers use only those); `fmt::Write` is for the
+/// print macros.
+pub(crate) struct FdWriter {
     fd: i32,
+    /// Bytes of `buf` in use (initialised), at most `BUF`.
     len: usize,
-    buf: [u8; 512],
+    /// Uninitialised: no `memset` of 512 bytes per print.
+    buf: [MaybeUninit<u8>; FdWriter::BUF],
 }
 
 impl FdWriter {
-    const fn new(fd: i32) -> Self {
+    const BUF: usize = 512;
+
+    pub(crate) const fn new(fd: i32) -> Self {
         FdWriter {
             fd,
             len: 0,
-            buf: [0; 512],
+            buf: [MaybeUninit::uninit(); FdWriter::BUF],
         }
     }
 
-    fn flush(&mut self) {
-        write_all(self.fd, &self.buf[..self.len]);
+    /// Writes out what is buffered.
+    pub(crate) fn flush(&mut self) {
+        // SAFETY: the first `len` (<= BUF) bytes of `buf` were written by `put`.
+        let filled = unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) };
+        write_all(self.fd, filled);
         self.len = 0;
+    }
+
+    /// Appends `bytes`, flushing first when they do not fit.
+    pub(crate) fn put(&mut self, bytes: &[u8]) {
+        if bytes.len() > Self::BUF - self.len {
+            self.flush();
+            if bytes.len() > Self::BUF {
+                write_all(self.fd, bytes);
+                return;
+            }
+        }
+        // SAFETY: `len + bytes.len() <= BUF` (checked above, `len` is 0 after
+        // a flush), so the copy stays inside `buf`, which `bytes` cannot overlap.
+        unsafe {
+            let at = self.buf.as_mut_ptr().add(self.len).cast::<u8>();
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+        }
+        self.len += bytes.len();
+    }
+
+    /// Appends `n` in decimal.
+    pub(crate) fn put_decimal(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut used = 0;
+        // An iterator, not indexing: no bounds-check panic to link.
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+            used += 1;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(digits.get(digits.len() - used..).unwrap_or_default());
     }
 }
 
 impl fmt::Write for FdWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        if self.len + bytes.len() > self.buf.len() {
-            self.flush();
-            if bytes.len() > self.buf.len() {
-                write_all(self.fd, bytes);
-                return Ok(());
-            }
-        }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+        self.put(s.as_bytes());
         Ok(())
     }
 }
@@ -357,10 +402,14 @@ impl fmt::Write for FdWriter {
 /// Formats `args` (then a newline if `newline`) to `fd`. Used by the macros.
 #[doc(hidden)]
 pub fn _print(fd: i32, args: fmt::Arguments<'_>, newline: bool) {
+    // A program that prints has the formatting machinery: tell the panic
+    // handler it may format messages too (see `freestanding::FORMAT_HOOK`).
+    #[cfg(all(target_os = "linux", target_env = ""))]
+    core::hint::black_box(&freestanding::FORMAT_HOOK);
     let mut w = FdWriter::new(fd);
     let _ = fmt::write(&mut w, args);
     if newline {
-        let _ = fmt::Write::write_str(&mut w, "\n");
+        w.put(b"\n");
     }
     w.flush();
 }
@@ -469,7 +518,10 @@ macro_rules! entry {
 /// `std` provides a panic handler.
 #[cfg(all(target_os = "linux", target_env = ""))]
 mod freestanding {
+    use core::panic::PanicMessage;
     use core::sync::atomic::{AtomicBool, Ordering};
+
+    use super::FdWriter;
 
     extern "C" {
         /// Defined by [`entry!`](crate::entry) in the program.
@@ -553,16 +605,102 @@ mod freestanding {
     /// Set by the first panic, so a panic while printing one cannot recurse.
     static PANICKING: AtomicBool = AtomicBool::new(false);
 
+    /// How the panic handler formats a message that has arguments, if the
+    /// program formats (see [`FORMAT_HOOK`]).
+    #[repr(transparent)]
+    pub(super) struct FormatHook(Option<fn(&mut FdWriter, &PanicMessage<'_>)>);
+
+    /// The formatting half of the panic handler, kept only in programs that
+    /// format anyway: its one reference is from [`super::_print`] (every
+    /// print macro). The handler finds it by walking its section between the
+    /// linker-made `__start_`/`__stop_` symbols, which (with
+    /// `-z start-stop-gc`, in the target specs) do not keep it alive. In a
+    /// program that never prints, neither this nor `core::fmt::write` is
+    /// linked. Without that linker flag it is always kept: every message is
+    /// formatted, as before.
+    #[unsafe(link_section = "nolibc_alloc_fmt")]
+    pub(super) static FORMAT_HOOK: FormatHook = FormatHook(Some(format_message));
+
+    /// Always linked (the handler names it), so that the section and its
+    /// bounds exist in every program: plain symbols, no weak ones (those
+    /// would go through a GOT on aarch64 and riscv64).
+    #[unsafe(link_section = "nolibc_alloc_fmt")]
+    static NO_FORMAT_HOOK: FormatHook = FormatHook(None);
+
+    fn format_message(w: &mut FdWriter, message: &PanicMessage<'_>) {
+        let _ = core::fmt::write(w, format_args!("{message}"));
+    }
+
+    #[allow(improper_ctypes)]
+    extern "C" {
+        static __start_nolibc_alloc_fmt: FormatHook;
+        static __stop_nolibc_alloc_fmt: FormatHook;
+    }
+
+    /// `FORMAT_HOOK`'s function, if the program kept it.
+    fn format_hook() -> Option<fn(&mut FdWriter, &PanicMessage<'_>)> {
+        // Opaque to the optimiser: the bounds are the section's, which holds
+        // `NO_FORMAT_HOOK` and maybe `FORMAT_HOOK`, in an order the linker chose.
+        let mut at = core::hint::black_box(&raw const __start_nolibc_alloc_fmt);
+        let stop = core::hint::black_box(&raw const __stop_nolibc_alloc_fmt);
+        core::hint::black_box(&NO_FORMAT_HOOK);
+        while at < stop {
+            // SAFETY: `at` is inside the section, which holds only
+            // `FormatHook` statics (nothing else is placed in it), back to back.
+            unsafe {
+                if let Some(f) = (*at).0 {
+                    return Some(f);
+                }
+                at = at.add(1);
+            }
+        }
+        None
+    }
+
+    /// Prints `panicked at FILE:LINE:COL:` and the message, then exits with
+    /// status 101. The location and a message without arguments are written
+    /// without `core::fmt`; a message with arguments is formatted when the
+    /// program has the formatting machinery (see [`FORMAT_HOOK`]), else
+    /// replaced by a note saying so.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         if PANICKING.swap(true, Ordering::Relaxed) {
             super::write_all(2, b"panicked while panicking\n");
             crate::sys::abort();
         }
-        match info.location() {
-            Some(at) => super::_print(2, format_args!("panicked at {at}:\n{}", info.message()), true),
-            None => super::_print(2, format_args!("panicked:\n{}", info.message()), true),
+        let mut w = FdWriter::new(2);
+        w.put(b"panicked");
+        if let Some(at) = info.location() {
+            w.put(b" at ");
+            w.put(at.file().as_bytes());
+            w.put(b":");
+            w.put_decimal(at.line() as usize);
+            w.put(b":");
+            w.put_decimal(at.column() as usize);
         }
+        w.put(b":\n");
+        let message = info.message();
+        match (message.as_str(), format_hook()) {
+            (Some(text), _) => w.put(text.as_bytes()),
+            (None, Some(format)) => format(&mut w, &message),
+            (None, None) => w.put(b"(message not formatted: no core::fmt in this program)"),
+        }
+        w.put(b"\n");
+        w.flush();
         super::exit(101)
+    }
+
+    /// Allocation failure (`handle_alloc_error`, e.g. a `Vec` that cannot
+    /// grow): `memory allocation of N bytes failed` and SIGABRT, as `std`
+    /// does, without formatting machinery (the default of `no_std` programs
+    /// would panic with a formatted message).
+    #[alloc_error_handler]
+    fn alloc_error(layout: core::alloc::Layout) -> ! {
+        let mut w = FdWriter::new(2);
+        w.put(b"memory allocation of ");
+        w.put_decimal(layout.size());
+        w.put(b" bytes failed\n");
+        w.flush();
+        crate::sys::abort()
     }
 }

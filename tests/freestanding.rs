@@ -106,6 +106,38 @@ fn check_static(arch: Arch) {
     }
 }
 
+/// The demangled symbols of `bin` (unstripped), one per line.
+fn symbols(bin: &std::path::Path) -> String {
+    let out = Command::new("nm")
+        .arg("-C")
+        .arg(bin)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nm ({e}): install binutils (`apt-get install binutils`)"));
+    assert!(out.status.success(), "nm {}", bin.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The runtime pulls in no formatting machinery unless the program formats:
+/// `tiny_bump` (runtime + a bump allocator) has no `core::fmt` at all, `tiny`
+/// not its engine (`core::fmt::write`); `hello`, which prints, has it.
+fn check_no_fmt(arch: Arch) {
+    let bump = symbols(&freestanding::binary(arch, "tiny_bump"));
+    let fmt: Vec<&str> = bump.lines().filter(|l| l.contains("core::fmt")).collect();
+    assert!(fmt.is_empty(), "tiny_bump on {} links core::fmt: {fmt:#?}", arch.name());
+    let tiny = symbols(&freestanding::binary(arch, "tiny"));
+    assert!(
+        !tiny.contains("core::fmt::write"),
+        "tiny on {} links core::fmt::write",
+        arch.name()
+    );
+    let hello = symbols(&freestanding::binary(arch, "hello"));
+    assert!(
+        hello.contains("core::fmt::write"),
+        "hello on {}: no core::fmt::write?",
+        arch.name()
+    );
+}
+
 /// The threads examples: 4 churning threads and forks (`threads`), a
 /// panic in a spawned thread (status 101), 64
 /// threads in waves of 8 under a peak-RSS bound that `thread_waves` checks
@@ -205,6 +237,7 @@ fn check_arch(arch: Arch, page_size: usize) {
         arch.name()
     );
     check_static(arch);
+    check_no_fmt(arch);
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! Footprint: the stripped sizes of the freestanding examples, from
-//! `cargo xtask size` (it builds every example for every target spec with
-//! the pinned nightly). The report quotes its table, and when the table has
-//! both `tiny` and a bump-allocator twin (`tiny_bump`), their difference:
-//! the allocator's own code size.
+//! Footprint: the output of `cargo xtask size` (xtask/src/size.rs): the
+//! stripped sizes of the freestanding examples for every target spec, the
+//! same `tiny` program with the peer allocators (xtask/peers/), the C
+//! programs with musl and glibc, and the memory a few small blocks cost at
+//! start. The report quotes it all, and when the first table has both
+//! `tiny` and its bump-allocator twin (`tiny_bump`), their difference: the
+//! allocator's own code size.
 
 use std::path::Path;
 use std::process::Command;

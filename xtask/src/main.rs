@@ -6,13 +6,14 @@
 //! cargo hello [--arch A] [--page-size N]        build and run examples/hello.rs
 //! cargo xtask build [--example NAME]... [--arch A]
 //! cargo xtask run --example NAME [--arch A] [--page-size N] [-- ARGS...]
-//! cargo xtask size                              stripped size of every example per arch
+//! cargo xtask size [--opt-levels]               footprint tables (examples, peers, C, memory at start)
 //! ```
 //!
 //! `A` is x86_64 (default), aarch64 or riscv64; foreign arches run under
 //! qemu-user. `--page-size` is passed to qemu as `-p` (aarch64 only honours it).
 
 mod freestanding;
+mod size;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ usage:
   cargo hello [--arch A] [--page-size N]
   cargo xtask build [--example NAME]... [--arch A|all]
   cargo xtask run --example NAME [--arch A] [--page-size N] [-- ARGS...]
-  cargo xtask size
+  cargo xtask size [--opt-levels]
 arches: x86_64 (default), aarch64, riscv64 (run under qemu-user)";
 
 struct Options {
@@ -32,6 +33,7 @@ struct Options {
     examples: Vec<String>,
     page_size: Option<usize>,
     args: Vec<OsString>,
+    opt_levels: bool,
 }
 
 fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
@@ -40,6 +42,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
         examples: Vec::new(),
         page_size: None,
         args: Vec::new(),
+        opt_levels: false,
     };
     while let Some(arg) = rest.next() {
         let arg = arg.into_string().map_err(|a| format!("argument is not UTF-8: {a:?}"))?;
@@ -68,6 +71,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
                 let n = value("--page-size")?;
                 opts.page_size = Some(n.parse().map_err(|_| format!("bad page size `{n}`"))?);
             }
+            "--opt-levels" => opts.opt_levels = true,
             "--" => {
                 opts.args.extend(rest.by_ref());
             }
@@ -89,32 +93,6 @@ fn run_example(arch: Arch, name: &str, page_size: Option<usize>, args: &[OsStrin
         Some(0) => Ok(ExitCode::SUCCESS),
         _ => Err(format!("{} exited with {status}", bin.display())),
     }
-}
-
-fn size() -> Result<ExitCode, String> {
-    let mut rows = Vec::new();
-    for arch in Arch::ALL {
-        freestanding::build(arch, &[])?;
-        for name in EXAMPLES {
-            let bytes = freestanding::stripped_size(arch, &freestanding::binary(arch, name))?;
-            rows.push((arch, name, bytes));
-        }
-    }
-    println!("stripped size in bytes (profile `freestanding`, opt-level \"s\"):");
-    print!("{:<12}", "example");
-    for arch in Arch::ALL {
-        print!("{:>10}", arch.name());
-    }
-    println!();
-    for name in EXAMPLES {
-        print!("{name:<12}");
-        for arch in Arch::ALL {
-            let bytes = rows.iter().find(|r| r.0 == arch && r.1 == name).map_or(0, |r| r.2);
-            print!("{bytes:>10}");
-        }
-        println!();
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -139,7 +117,7 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "size" => size(),
+        "size" => size::run(opts.opt_levels).map(|()| ExitCode::SUCCESS),
         "help" | "--help" | "-h" | "" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
