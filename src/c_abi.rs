@@ -162,7 +162,11 @@ pub const ENOMEM: c_int = 12;
 
 /// The allocator behind the C functions. A Rust program that links the C ABI
 /// can make it its `#[global_allocator]` too, so both languages share one heap.
-pub static ALLOC: NolibcAlloc = NolibcAlloc::with_config(Config::new().use_brk(USE_BRK));
+pub static ALLOC: NolibcAlloc = NolibcAlloc::with_config(Config::new());
+
+// The default configuration uses brk exactly where `USE_BRK` says; left
+// implicit, the static is all zero bytes and lives in `.bss` (no file bytes).
+const _: () = assert!(Config::new().brk_enabled() == USE_BRK);
 
 /// Whether [`ALLOC`] takes memory from the program break: only where no C
 /// library shares the process (see the module docs).

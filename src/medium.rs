@@ -44,15 +44,21 @@ pub(crate) struct Region {
 
 const HEADER_BYTES: usize = (core::mem::size_of::<Region>() + HEADER_ALIGN - 1) & !(HEADER_ALIGN - 1);
 
-/// How the program break may be used.
+/// Whether the target's default is to use the break (no C library).
+const BRK_BY_DEFAULT: bool = cfg!(all(target_os = "linux", target_env = ""));
+
+/// How the program break may be used. The target's default state is 0, so
+/// that a default allocator static is all zero bytes and lives in `.bss`
+/// (no file bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 pub(crate) enum BrkState {
     /// Usable: grow it.
-    On,
+    On = if BRK_BY_DEFAULT { 0 } else { 1 },
     /// Off by configuration or target.
-    Off,
+    Off = if BRK_BY_DEFAULT { 1 } else { 0 },
     /// It failed once: keep growing with mmap (as musl does).
-    Failed,
+    Failed = 2,
 }
 
 /// An empty run handed back by an arena and kept, dirty, for the next
