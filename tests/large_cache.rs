@@ -78,10 +78,13 @@ fn mapping_cache_on_the_kernel() {
         assert!(!moved.is_null());
         check(moved, MIB, 2);
         assert_eq!(ALLOC.stats().syscalls.mmap, maps, "no mmap");
+        // Where the kernel left the pages after `b` free (the test binary's
+        // other threads map too, so the layout is not fixed), `b` grows in
+        // place, which is as good: no copy, no mmap.
         let span = big as usize - 32..big as usize + 32 * MIB;
         assert!(
-            span.contains(&(moved as usize)),
-            "moved onto the cached span {span:x?}: {moved:p} (b was {b:p}, spacer {spacer:p})"
+            moved == b || span.contains(&(moved as usize)),
+            "moved onto the cached span {span:x?} or grown in place: {moved:p} (b was {b:p}, spacer {spacer:p})"
         );
         fill(moved, 8 * MIB, 3);
         check(moved, 8 * MIB, 3);
