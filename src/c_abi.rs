@@ -136,6 +136,11 @@
 //! waits for ever on the locks the first took); a raw `clone` runs no
 //! atfork handler and needs them called around it.
 //!
+//! The same constructor makes a `pthread_key_create` key whose destructor
+//! gives an ending thread's heap back ([`NolibcAlloc::thread_exit`]); each
+//! thread sets it (`pthread_setspecific`, which allocates nothing in glibc
+//! or musl) when it first takes a heap.
+//!
 //! Without a C library (`target_env` empty: `gcc -nostdlib` with the `rt`
 //! runtime) there is no `pthread_atfork`: the program forks through
 //! `rt::fork`, which calls the hooks, or calls them itself around its own

@@ -519,7 +519,7 @@ macro_rules! entry {
 #[cfg(all(target_os = "linux", target_env = ""))]
 mod freestanding {
     use core::panic::PanicMessage;
-    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::sync::atomic::{AtomicUsize, Ordering};
 
     use super::FdWriter;
 
@@ -602,8 +602,10 @@ mod freestanding {
         )
     }
 
-    /// Set by the first panic, so a panic while printing one cannot recurse.
-    static PANICKING: AtomicBool = AtomicBool::new(false);
+    /// The thread pointer of the thread that panicked first (0: none yet), so
+    /// that a panic while printing one cannot recurse, and a second thread
+    /// that panics meanwhile waits for the first one's exit.
+    static PANICKING: AtomicUsize = AtomicUsize::new(0);
 
     /// How the panic handler formats a message that has arguments, if the
     /// program formats (see [`FORMAT_HOOK`]).
@@ -664,9 +666,17 @@ mod freestanding {
     /// replaced by a note saying so.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        if PANICKING.swap(true, Ordering::Relaxed) {
-            super::write_all(2, b"panicked while panicking\n");
-            crate::sys::abort();
+        let me = super::thread::thread_pointer().max(1);
+        if let Err(first) = PANICKING.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            if first == me {
+                super::write_all(2, b"panicked while panicking\n");
+                crate::sys::abort();
+            }
+            // Another thread is reporting its panic and will end the
+            // process with status 101: wait for that.
+            loop {
+                crate::sys::sched_yield();
+            }
         }
         let mut w = FdWriter::new(2);
         w.put(b"panicked");
