@@ -212,6 +212,12 @@ impl Heap {
         self.owner.compare_exchange(0, BORROWED, Acquire, Relaxed).is_ok()
     }
 
+    /// Whether no thread ever claimed the heap (its arena is as `new` made
+    /// it: `validate` skips it).
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.owner.load(Acquire) == 0 && self.stack.load(Acquire) == 0
+    }
+
     /// Whether the heap is unclaimed or claimed by a thread that is gone
     /// (given up in a fork child counts as neither: never reused).
     pub(crate) fn is_free(&self) -> bool {

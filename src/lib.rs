@@ -297,6 +297,9 @@ impl<S: Source> NolibcAlloc<S> {
     pub fn validate(&self) -> usize {
         let mut small = 0;
         for (index, heap) in self.heaps.iter().enumerate() {
+            if heap.is_pristine() {
+                continue;
+            }
             // SAFETY: no other thread is in the allocator (documented duty).
             small += unsafe { (*heap.arena_shared()).validate() };
             // SAFETY: as above; the list is this heap's.
