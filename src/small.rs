@@ -475,7 +475,7 @@ pub(crate) unsafe fn run_of_remote(slot: *mut u8) -> NonNull<Run> {
 /// `index`, carved. For tests and fuzzing (nobody may push meanwhile).
 ///
 /// # Safety
-/// `list` is a remote list of arena `index`.
+/// `slot` heads a remote list of arena `index`.
 pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
     let mut n = 0usize;
     while !slot.is_null() {
