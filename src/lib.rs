@@ -256,17 +256,26 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe {
                 let next = *slot.cast::<*mut u8>();
                 let run = small::run_of_remote(slot);
-                let freed = arena.free(
-                    run,
-                    NonNull::new_unchecked(slot),
-                    self.tuning.trim_threshold(),
-                    true,
-                    Call::Dealloc,
-                );
-                self.after_free(arena, freed);
+                if !arena.free(run, NonNull::new_unchecked(slot), true, Call::Dealloc) {
+                    self.free_rest(arena, run);
+                }
                 slot = next;
             }
         }
+    }
+
+    /// The rest of a free that [`Arena::free`] could not finish: the run was
+    /// full (it is listed again) or is empty now (kept, given back, or the
+    /// end of a burst).
+    ///
+    /// # Safety
+    /// `run` is a run of `arena`, of which `Arena::free` just freed a slot.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_rest(&self, arena: &mut Arena, run: NonNull<small::Run>) {
+        // SAFETY: forwarded.
+        let freed = unsafe { arena.free_tail(run, self.tuning.trim_threshold()) };
+        self.after_free(arena, freed);
     }
 
     /// What a free left to do: a run to give back, or a burst's end.
@@ -339,26 +348,27 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[inline]
     fn alloc_small(&self, class: usize) -> *mut u8 {
-        let id = self.os.source.thread_identity();
-        if id != 0 {
-            let heap = &self.heaps[heap::home(id)];
-            if heap.is_mine(id) {
-                // SAFETY: the calling thread owns the heap.
-                if let Some(p) = unsafe { heap.arena() }.alloc(class) {
-                    return p.as_ptr();
-                }
+        let id = self.os.source.thread_identity_fast();
+        let heap = &self.heaps[heap::home(id)];
+        if id != 0 && heap.is_mine(id) {
+            // SAFETY: the calling thread owns the heap.
+            if let Some(p) = unsafe { heap.arena() }.alloc(class) {
+                return p.as_ptr();
             }
-            return self.alloc_small_slow(id, class);
         }
-        self.alloc_locked(class)
+        self.alloc_small_slow(class)
     }
 
-    /// A slot for a thread with an identity, the fast path having failed:
+    /// A slot, the fast path having failed: for a thread with an identity,
     /// its heap found (or claimed), slots freed by other threads taken back,
-    /// a new run if the class has none.
+    /// a new run if the class has none; else from a locked arena.
     #[cold]
     #[inline(never)]
-    fn alloc_small_slow(&self, id: usize, class: usize) -> *mut u8 {
+    fn alloc_small_slow(&self, class: usize) -> *mut u8 {
+        let id = self.os.source.thread_identity();
+        if id == 0 {
+            return self.alloc_locked(class);
+        }
         let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
             return self.alloc_locked(class);
         };
@@ -440,6 +450,32 @@ impl<S: Source> NolibcAlloc<S> {
     unsafe fn free_slot(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, call: Call) {
         // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
+        let id = self.os.source.thread_identity_fast();
+        if let Some(heap) = self.heaps.get(index) {
+            if id != 0 && heap.is_mine(id) {
+                // SAFETY: the calling thread owns the heap and the run is one of its.
+                unsafe {
+                    let arena = heap.arena();
+                    if !arena.free(run, ptr, false, call) {
+                        self.free_rest(arena, run);
+                    }
+                }
+                return;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.free_slot_other(run, ptr, index, call) }
+    }
+
+    /// [`Self::free_slot`] when the fast path does not apply: a slot of
+    /// another thread's heap, of a locked arena, or a caller whose identity
+    /// is not decided yet.
+    ///
+    /// # Safety
+    /// As `free_slot`; `index` is the run's arena.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slot_other(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, index: usize, call: Call) {
         if index < HEAP_COUNT {
             let heap = &self.heaps[index];
             let id = self.os.source.thread_identity();
@@ -447,9 +483,8 @@ impl<S: Source> NolibcAlloc<S> {
                 // SAFETY: the calling thread owns the heap and the run is one of its.
                 unsafe {
                     let arena = heap.arena();
-                    let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false, call);
-                    if !matches!(freed, Freed::Done) {
-                        self.after_free(arena, freed);
+                    if !arena.free(run, ptr, false, call) {
+                        self.free_rest(arena, run);
                     }
                 }
             } else {
@@ -473,8 +508,11 @@ impl<S: Source> NolibcAlloc<S> {
         };
         let mut arena = arena.lock();
         // SAFETY: the run belongs to that arena, whose lock is held.
-        let freed = unsafe { arena.free(run, ptr, self.tuning.trim_threshold(), false, call) };
-        self.after_free(&mut arena, freed);
+        unsafe {
+            if !arena.free(run, ptr, false, call) {
+                self.free_rest(&mut arena, run);
+            }
+        }
     }
 
     /// Gives an empty run back to the core, which keeps it dirty for reuse
@@ -571,7 +609,8 @@ impl<S: Source> NolibcAlloc<S> {
     /// of memory or too large.
     #[inline]
     pub fn alloc_aligned16(&self, size: usize) -> *mut u8 {
-        if size <= 1024 && size < self.tuning.mmap_threshold() {
+        // (The mmap threshold is at least 4 KiB: see `Tuning::new`.)
+        if size <= 1024 {
             // The 16-byte classes: size 0 counts as 1.
             return self.alloc_small(size.saturating_sub(1) >> 4);
         }
@@ -583,15 +622,22 @@ impl<S: Source> NolibcAlloc<S> {
     }
 
     /// The size class serving `size` and `align`, if the small tier does.
-    #[inline]
+    #[inline(always)]
     fn small_class(&self, size: usize, align: usize) -> Option<usize> {
-        if size >= self.tuning.mmap_threshold() {
-            return None;
-        }
         if size <= 1024 && align <= 16 {
             // The 16-byte classes, multiples of 16: the one of max(size,
             // align), size 0 counting as 1 (what `class_for` computes).
+            // The mmap threshold is at least 4 KiB (`Tuning::new`).
             return Some(size.max(align).saturating_sub(1) >> 4);
+        }
+        self.larger_class(size, align)
+    }
+
+    /// [`Self::small_class`] above the 16-byte classes.
+    #[inline(never)]
+    fn larger_class(&self, size: usize, align: usize) -> Option<usize> {
+        if size >= self.tuning.mmap_threshold() {
+            return None;
         }
         class_for(size, align)
     }
@@ -757,6 +803,19 @@ impl<S: Source> NolibcAlloc<S> {
                     None => self.bad_pointer(ptr, Call::CFree),
                 }
             }
+            self.free_unsized_block(ptr);
+        }
+    }
+
+    /// [`Self::free_unsized`] of a block with a header (medium or large).
+    ///
+    /// # Safety
+    /// As `free_unsized`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_unsized_block(&self, ptr: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe {
             let (block, _) = self.locate_unsized(ptr, Call::CFree);
             self.dealloc_located(ptr, block, Call::CFree);
         }
