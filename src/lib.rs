@@ -22,6 +22,7 @@ mod lock;
 mod map_cache;
 mod medium;
 pub mod os;
+mod outbox;
 mod small;
 mod stats;
 pub mod sys;
@@ -181,6 +182,10 @@ impl<S: Source> NolibcAlloc<S> {
     unsafe fn tidy_heap(&self, index: usize) -> usize {
         let heap = &self.heaps[index];
         // SAFETY: the caller owns the heap.
+        for chain in unsafe { heap.outbox() }.take_all().into_iter().flatten() {
+            self.hand_over(chain);
+        }
+        // SAFETY: the caller owns the heap.
         let arena = unsafe { heap.arena() };
         self.drain_remote(heap, arena);
         self.drain_empty(arena)
@@ -313,6 +318,13 @@ impl<S: Source> NolibcAlloc<S> {
             small += unsafe { (*heap.arena_shared()).validate() };
             // SAFETY: as above; the list is this heap's.
             unsafe { small::validate_remote(heap.remote_list(), index) };
+            // SAFETY: as above; each chain holds slots of its destination
+            // (null-terminated, like a remote list).
+            unsafe {
+                for chain in (*heap.outbox_shared()).chains() {
+                    small::validate_remote(chain.head, chain.dest);
+                }
+            }
         }
         for arena in &self.arenas {
             small += arena.lock().validate();
@@ -492,12 +504,44 @@ impl<S: Source> NolibcAlloc<S> {
                 // checked here: the owner takes it back unchecked).
                 unsafe {
                     small::check_slot(run, ptr, call);
-                    heap.push_remote(run, ptr, call);
+                    small::mark_remote(run, ptr, call);
+                    self.send_remote(id, index, run, ptr);
                 }
             }
             return;
         }
         self.free_locked(run, ptr, index, call);
+    }
+
+    /// Hands a slot of heap `dest`, freed by thread `id` (marked and
+    /// checked), to its owner: through the caller's outbox if the caller
+    /// has a heap at its home entry and the slot is small, else pushed alone.
+    ///
+    /// # Safety
+    /// `ptr` is a slot of `run`, a run of heap `dest`, marked by
+    /// [`small::mark_remote`] and the caller's alone.
+    #[inline]
+    unsafe fn send_remote(&self, id: usize, dest: usize, run: NonNull<small::Run>, ptr: NonNull<u8>) {
+        let mine = &self.heaps[heap::home(id)];
+        // SAFETY: `run` is a checked live run.
+        let small = unsafe { small::slot_size(run) } <= outbox::MAX_SLOT_BYTES;
+        if id != 0 && small && mine.is_mine(id) {
+            // SAFETY: the caller owns `mine`; the slot is the caller's.
+            if let Some(chain) = unsafe { mine.outbox().push(dest, ptr.as_ptr()) } {
+                self.hand_over(chain);
+            }
+            return;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.heaps[dest].push_remote_chain(ptr.as_ptr(), ptr.as_ptr()) };
+    }
+
+    /// Pushes a chain out of an outbox onto its destination's remote list.
+    fn hand_over(&self, chain: outbox::Chain) {
+        if let Some(heap) = self.heaps.get(chain.dest) {
+            // SAFETY: outboxes hold marked slots of the destination's runs.
+            unsafe { heap.push_remote_chain(chain.head, chain.tail) };
+        }
     }
 
     #[cold]

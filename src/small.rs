@@ -581,6 +581,16 @@ unsafe fn on_carved_slot(run: *mut Run, ptr: NonNull<u8>) -> bool {
     index * r.size as usize == off && index < r.bump as usize
 }
 
+/// Slot size of a live run.
+///
+/// # Safety
+/// `run` is a live run.
+#[inline]
+pub(crate) unsafe fn slot_size(run: NonNull<Run>) -> usize {
+    // SAFETY: as the caller guarantees.
+    unsafe { (*run.as_ptr()).size as usize }
+}
+
 /// Bytes of a live run (from its class).
 ///
 /// # Safety
