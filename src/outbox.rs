@@ -187,7 +187,7 @@ mod tests {
         let mut buf = [[0usize; 2]; 8];
         let mut o = Outbox::new();
         let mut it = slots(&mut buf);
-        // SAFETY (all pushes): the cells are the test's.
+        // SAFETY: the cells are the test's (all pushes).
         unsafe {
             assert!(o.push(1, it.next().unwrap()).is_none());
             assert!(o.push(1, it.next().unwrap()).is_none());
