@@ -81,8 +81,11 @@ pub(crate) struct Heap {
     remote: RemoteList,
 }
 
-#[repr(align(128))]
+/// A cache line (64 bytes; 128 would make a heap 2 KiB).
+#[repr(align(64))]
 struct RemoteList(AtomicPtr<u8>);
+
+const _: () = assert!(core::mem::size_of::<Heap>() == 1024);
 
 // SAFETY: the arena is touched only by the owner (claimed by CAS on `owner`,
 // handed over with release/acquire); the other fields are atomics.

@@ -5,14 +5,15 @@
 //! compare-and-swap on a cache line that the owner and every other freeing
 //! thread also write: the line moves between cores on nearly every free of
 //! a producer/consumer or server program. So a thread that has a heap of
-//! its own first links the slot into its heap's *outbox*, a few chains kept
-//! per destination heap with plain loads and stores, and hands a whole
-//! chain over with one compare-and-swap when it is [`BATCH`] slots long, or
-//! when another destination needs its place.
+//! its own first links the slot into its heap's *outbox*: a chain per
+//! destination heap for a few destinations at once, kept with plain loads
+//! and stores. A whole chain is handed over with one compare-and-swap when
+//! it is [`BATCH`] slots long, or when a new destination needs its place
+//! (the longest chain goes).
 //!
 //! **Bounded.** An outbox holds at most [`ENTRIES`] × ([`BATCH`] − 1) slots
 //! of at most [`MAX_SLOT_BYTES`] each (larger slots go straight to the
-//! owner): 124 KiB per heap at worst. They count as in use in the owner's
+//! owner): 93 KiB per heap at worst. They count as in use in the owner's
 //! heap until they reach it. [`crate::NolibcAlloc::trim`] and
 //! [`crate::NolibcAlloc::thread_exit`] empty the calling thread's outbox;
 //! a heap that another thread adopts keeps its outbox, which the new owner
@@ -23,9 +24,9 @@
 
 use core::ptr;
 
-/// Destinations an outbox keeps a chain for at once (a direct-mapped
-/// table indexed by the destination heap's index).
-pub(crate) const ENTRIES: usize = 4;
+/// Destinations an outbox keeps a chain for at once (three fit beside the
+/// arena in a heap's 1 KiB).
+pub(crate) const ENTRIES: usize = 3;
 
 /// Slots per chain at which it is handed over.
 pub(crate) const BATCH: u32 = 32;
@@ -61,6 +62,17 @@ const EMPTY: Entry = Entry {
     count: 0,
 };
 
+/// The chain of a held entry, which is emptied.
+fn take(e: &mut Entry) -> Chain {
+    let c = Chain {
+        dest: e.dest as usize - 1,
+        head: e.head,
+        tail: e.tail,
+    };
+    *e = EMPTY;
+    c
+}
+
 /// The outbox of one heap (touched by the heap's owner only).
 pub(crate) struct Outbox {
     entries: [Entry; ENTRIES],
@@ -81,39 +93,39 @@ impl Outbox {
     /// `slot` is a freed slot with room for a link word, nobody else's.
     #[inline]
     pub(crate) unsafe fn push(&mut self, dest: usize, slot: *mut u8) -> Option<Chain> {
-        let e = &mut self.entries[dest % ENTRIES];
         let tag = dest as u32 + 1;
-        let mut out = None;
-        if e.dest != tag {
-            if e.dest != 0 {
-                out = Some(Chain {
-                    dest: e.dest as usize - 1,
-                    head: e.head,
-                    tail: e.tail,
-                });
+        if let Some(e) = self.entries.iter_mut().find(|e| e.dest == tag) {
+            // SAFETY: the slot is ours; it heads the chain.
+            unsafe { slot.cast::<*mut u8>().write(e.head) };
+            e.head = slot;
+            e.count += 1;
+            if e.count < BATCH {
+                return None;
             }
-            // SAFETY: the slot is ours; it ends the new chain.
-            unsafe { slot.cast::<*mut u8>().write(ptr::null_mut()) };
-            *e = Entry {
-                head: slot,
-                tail: slot,
-                dest: tag,
-                count: 1,
-            };
-            return out;
+            return Some(take(e));
         }
-        // SAFETY: as above; it heads the chain.
-        unsafe { slot.cast::<*mut u8>().write(e.head) };
-        e.head = slot;
-        e.count += 1;
-        if e.count >= BATCH {
-            out = Some(Chain {
-                dest,
-                head: e.head,
-                tail: e.tail,
-            });
-            *e = EMPTY;
+        // A new destination: an empty entry, else the longest chain's.
+        let mut pick: Option<&mut Entry> = None;
+        for e in self.entries.iter_mut() {
+            if e.dest == 0 {
+                pick = Some(e);
+                break;
+            }
+            match &pick {
+                Some(p) if p.count >= e.count => {}
+                _ => pick = Some(e),
+            }
         }
+        let e = pick?; // (there are entries: always `Some`)
+        let out = if e.dest == 0 { None } else { Some(take(e)) };
+        // SAFETY: the slot is ours; it ends the new chain.
+        unsafe { slot.cast::<*mut u8>().write(ptr::null_mut()) };
+        *e = Entry {
+            head: slot,
+            tail: slot,
+            dest: tag,
+            count: 1,
+        };
         out
     }
 
@@ -122,12 +134,7 @@ impl Outbox {
         let mut out = [None; ENTRIES];
         for (e, o) in self.entries.iter_mut().zip(out.iter_mut()) {
             if e.dest != 0 {
-                *o = Some(Chain {
-                    dest: e.dest as usize - 1,
-                    head: e.head,
-                    tail: e.tail,
-                });
-                *e = EMPTY;
+                *o = Some(take(e));
             }
         }
         out
@@ -183,26 +190,26 @@ mod tests {
     }
 
     #[test]
-    fn a_destination_displaces_another_of_its_entry_and_take_all_empties() {
+    fn a_new_destination_displaces_the_longest_chain_and_take_all_empties() {
         let mut buf = [[0usize; 2]; 8];
         let mut o = Outbox::new();
         let mut it = slots(&mut buf);
-        // SAFETY: the cells are the test's (all pushes).
-        unsafe {
-            assert!(o.push(1, it.next().unwrap()).is_none());
-            assert!(o.push(1, it.next().unwrap()).is_none());
-            assert!(o.push(2, it.next().unwrap()).is_none());
-            // 1 + ENTRIES shares entry 1 with destination 1.
-            let out = o
-                .push(1 + ENTRIES, it.next().unwrap())
-                .expect("destination 1 displaced");
-            assert_eq!((out.dest, chain_len(&out)), (1, 2));
-        }
+        let mut push = |dest| {
+            // SAFETY: the cells are the test's.
+            unsafe { o.push(dest, it.next().unwrap()) }
+        };
+        // Three destinations fill the entries; 1 has the longest chain.
+        assert!(push(1).is_none());
+        assert!(push(1).is_none());
+        assert!(push(2).is_none());
+        assert!(push(7).is_none());
+        let out = push(9).expect("a fourth destination displaces one");
+        assert_eq!((out.dest, chain_len(&out)), (1, 2), "the longest chain goes");
         let mut held: std::vec::Vec<(usize, usize)> = o.chains().map(|c| (c.dest, chain_len(&c))).collect();
         held.sort();
-        assert_eq!(held, [(2, 1), (1 + ENTRIES, 1)]);
+        assert_eq!(held, [(2, 1), (7, 1), (9, 1)]);
         let all: std::vec::Vec<Chain> = o.take_all().into_iter().flatten().collect();
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 3);
         assert_eq!(o.chains().count(), 0);
     }
 }

@@ -627,7 +627,8 @@ pub(crate) unsafe fn find_run(
         }
         // SAFETY: the run holding `ptr` starts at or below `run_addr`.
         let r = unsafe { &*run };
-        if r.check == run_check(run_addr, run_bytes) && (r.class as usize) < CLASS_COUNT {
+        // (A run whose check word matches is live: its class is valid.)
+        if r.check == run_check(run_addr, run_bytes) {
             let _ = call; // the slot is checked where it is freed
                           // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
             return Some((unsafe { NonNull::new_unchecked(run) }, r.class as usize));
