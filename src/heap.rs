@@ -3,8 +3,9 @@
 //! A *thread heap* is an arena of the small tier that one thread owns. The owner allocates
 //! from it and frees its own slots into it with plain loads and stores: no
 //! lock, no atomic read-modify-write. A slot freed by another thread goes
-//! onto the heap's *remote list* with one compare-and-swap; the owner takes
-//! the whole list with one swap when a class runs out of slots (free-list
+//! onto the heap's *remote list* with one compare-and-swap (batched through
+//! the freeing thread's outbox, when it has a heap of its own);
+//! the owner takes the whole list with one swap when a class runs out of slots (free-list
 //! sharding, after the idea in Leijen, Zorn and de Moura, "Mimalloc: Free
 //! List Sharding in Action", 2019).
 //!
@@ -26,7 +27,9 @@
 //!
 //! **Threads end.** [`crate::NolibcAlloc::thread_exit`] gives a heap back:
 //! its remote list drained, its empty runs to the core, the entry free for
-//! the next thread (the runs still in use stay with the entry). Without that
+//! the next thread (the runs still in use stay with the entry); a slot freed
+//! into it later is taken back at once by the freeing thread, which borrows
+//! the entry for the moment. Without that
 //! call, a later thread with the same thread pointer finds the heap its
 //! own (C libraries reuse the thread blocks of ended threads), and a thread
 //! that finds the table full adopts the heap of an owner the kernel says has

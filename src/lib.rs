@@ -532,15 +532,36 @@ impl<S: Source> NolibcAlloc<S> {
             }
             return;
         }
-        // SAFETY: forwarded.
-        unsafe { self.heaps[dest].push_remote_chain(ptr.as_ptr(), ptr.as_ptr()) };
+        self.hand_over(outbox::Chain {
+            dest,
+            head: ptr.as_ptr(),
+            tail: ptr.as_ptr(),
+        });
     }
 
-    /// Pushes a chain out of an outbox onto its destination's remote list.
+    /// Pushes a chain of marked slots onto its destination's remote list. A
+    /// destination that no thread owns any more (its owner ended and gave
+    /// it back) is tidied at once: nobody else would take the slots back.
     fn hand_over(&self, chain: outbox::Chain) {
         if let Some(heap) = self.heaps.get(chain.dest) {
-            // SAFETY: outboxes hold marked slots of the destination's runs.
+            // SAFETY: chains hold marked slots of the destination's runs.
             unsafe { heap.push_remote_chain(chain.head, chain.tail) };
+            if heap.is_free() {
+                self.reclaim(chain.dest);
+            }
+        }
+    }
+
+    /// Tidies heap `index`, which no thread owns, if no other thread
+    /// claims or borrows it first.
+    #[cold]
+    #[inline(never)]
+    fn reclaim(&self, index: usize) {
+        let heap = &self.heaps[index];
+        if heap.borrow_free() {
+            // SAFETY: borrowed: nobody else may touch it until handed back.
+            unsafe { self.tidy_heap(index) };
+            heap.release();
         }
     }
 

@@ -344,3 +344,42 @@ fn walk(lists: impl Iterator<Item = *mut u8>) -> usize {
     }
     n
 }
+
+#[test]
+fn frees_into_a_heap_given_back_are_taken_back_at_once() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(80, 16).unwrap();
+        // Thread 1 allocates and ends, giving its heap back: its blocks live on.
+        let left = std::thread::scope(|s| {
+            s.spawn(|| {
+                let b = alloc_n(a, 40, l);
+                a.thread_exit();
+                b
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(a.heaps_claimed(), 0);
+        std::thread::scope(|s| {
+            // Thread 2 has no heap: it pushes each slot alone.
+            s.spawn(|| free_all(a, &left[..20], l));
+        });
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 20 * 80, "the first 20 are back, not waiting");
+        std::thread::scope(|s| {
+            // Thread 3 has a heap: its outbox holds the slots until it ends.
+            s.spawn(|| {
+                let mine = alloc_n(a, 1, l);
+                free_all(a, &left[20..], l);
+                free_all(a, &mine, l);
+                a.thread_exit();
+            });
+        });
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0, "every block is back without a trim");
+        assert!(
+            a.heaps.iter().all(|h| h.remote_list().is_null()),
+            "no remote list holds a slot"
+        );
+    });
+}
