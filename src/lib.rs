@@ -390,7 +390,7 @@ impl<S: Source> NolibcAlloc<S> {
         // SAFETY: `find` returned a heap the calling thread owns.
         let arena = unsafe { heap.arena() };
         self.drain_remote(heap, arena);
-        match arena.alloc(class) {
+        match arena.alloc(class).or_else(|| arena.alloc_fresh(class)) {
             Some(p) => p.as_ptr(),
             None => self.alloc_from_new_run(arena, index, class),
         }
@@ -400,7 +400,7 @@ impl<S: Source> NolibcAlloc<S> {
     #[inline(never)]
     fn alloc_locked(&self, class: usize) -> *mut u8 {
         let (index, mut arena) = self.lock_arena();
-        match arena.alloc(class) {
+        match arena.alloc(class).or_else(|| arena.alloc_fresh(class)) {
             Some(p) => p.as_ptr(),
             None => self.alloc_from_new_run(&mut arena, HEAP_COUNT + index, class),
         }

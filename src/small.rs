@@ -128,7 +128,8 @@ impl Arena {
         }
     }
 
-    /// Takes a slot of `class` if a run has one.
+    /// Takes a slot of `class` off the free list of its first run, if it
+    /// has one (not a slot never handed out: see [`Arena::alloc_fresh`]).
     #[inline(always)]
     pub(crate) fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
         let run = self.classes.get(class)?.head;
@@ -138,10 +139,13 @@ impl Arena {
         // SAFETY: listed runs are live runs of this arena with a free slot.
         unsafe {
             let s = (*run).free;
+            if s.is_null() {
+                return None;
+            }
             let live = (*run).live;
-            // The common case: a slot off the free list of a run that is
-            // neither empty nor about to be full. Everything else: `take_slot`.
-            if s.is_null() || live == 0 || live + 1 == (*run).slots {
+            // The common case: a run that is neither empty nor about to be
+            // full. Everything else: `take_slot`.
+            if live == 0 || live + 1 == (*run).slots {
                 return Some(self.take_slot(run));
             }
             (*run).free = (*s).next;
@@ -154,6 +158,20 @@ impl Arena {
             }
             Some(NonNull::new_unchecked(s.cast()))
         }
+    }
+
+    /// Takes a slot of `class` from its first run, a slot never handed out
+    /// if need be (which touches memory the run has not used yet: thread
+    /// heaps first take back the slots other threads freed).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn alloc_fresh(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let run = self.classes.get(class)?.head;
+        if run.is_null() {
+            return None;
+        }
+        // SAFETY: listed runs are live runs of this arena with a free slot.
+        unsafe { Some(self.take_slot(run)) }
     }
 
     /// Installs a fresh run for `class` at `mem` (from the core, `run_bytes`

@@ -383,3 +383,26 @@ fn frees_into_a_heap_given_back_are_taken_back_at_once() {
         );
     });
 }
+
+#[test]
+fn slots_freed_by_other_threads_are_reused_before_fresh_ones() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(32, 16).unwrap();
+        // A run far from full: fresh slots are there to carve.
+        let blocks = alloc_n(a, 50, l);
+        let shared = blocks.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| free_all(a, &shared, l));
+        });
+        let before: HashSet<P> = blocks.iter().copied().collect();
+        let again = alloc_n(a, 50, l);
+        let reused = again.iter().filter(|p| before.contains(p)).count();
+        assert_eq!(
+            reused, 50,
+            "remotely freed slots come back before the run's untouched memory"
+        );
+        free_all(a, &again, l);
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
