@@ -17,7 +17,10 @@
 //! heap until they reach it. [`crate::NolibcAlloc::trim`] and
 //! [`crate::NolibcAlloc::thread_exit`] empty the calling thread's outbox;
 //! a heap that another thread adopts keeps its outbox, which the new owner
-//! goes on filling and emptying.
+//! goes on filling and emptying. (So a thread that ends without
+//! `thread_exit` strands what its outbox holds until its heap is adopted or
+//! a thread with its thread pointer comes back: one reason more for a
+//! runtime to call it.)
 //!
 //! Slots are marked and checked (boundary, double free) before they enter
 //! an outbox, exactly as before a push onto a remote list.

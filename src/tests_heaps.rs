@@ -204,9 +204,12 @@ fn a_heap_given_back_at_thread_exit_serves_the_next_thread() {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let b = alloc_n(a, 5, l);
-                // Blocks of the ended thread, freed by the heap's new owner.
+                // Blocks of the ended thread, freed by the heap's new owner
+                // (or, where this thread's identity has another home, through
+                // its outbox, which its end hands over).
                 free_all(a, &left, l);
                 free_all(a, &b, l);
+                a.thread_exit();
             });
         });
         free_all(a, &_main, l);
