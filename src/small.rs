@@ -55,9 +55,14 @@ pub(crate) struct Run {
     /// `live < slots` (it has a free slot).
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
-    /// reads these bytes, which must not be uninitialised padding.
-    reserved: [u8; 6],
+    /// reads these bytes, which must not be uninitialised padding. Fills the
+    /// header to `RUN_HEADER_BYTES` (6 bytes with 8-byte words, 30 with 4).
+    reserved: [u8; RUN_RESERVED_BYTES],
 }
+
+/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: six words, two
+/// `u32`, two bytes.
+const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 6 * core::mem::size_of::<usize>() - 10;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
@@ -157,7 +162,7 @@ impl Arena {
                 live: 0,
                 class: class as u8,
                 listed: false,
-                reserved: [0; 6],
+                reserved: [0; RUN_RESERVED_BYTES],
             });
             // A new run counts as cached-empty until its first slot is taken.
             self.cached_empty_bytes += info.run_bytes as usize;
@@ -491,7 +496,7 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
                 "remote slot was carved",
             );
             n += 1;
-            check(n < 1 << 40, "remote list has no cycle");
+            check(n < usize::MAX / 2, "remote list has no cycle");
             slot = *slot.cast::<*mut u8>();
         }
     }
