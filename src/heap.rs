@@ -117,9 +117,25 @@ pub(crate) fn stack_pointer() -> usize {
     unsafe {
         core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
     };
+    #[cfg(all(not(miri), target_arch = "x86"))]
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("mov {}, esp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(all(not(miri), target_arch = "arm"))]
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
     #[cfg(not(all(
         not(miri),
-        any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "x86",
+            target_arch = "arm"
+        )
     )))]
     {
         let marker = 0u8;

@@ -47,6 +47,9 @@ pub(crate) struct BlockHeader {
     /// Bytes from the start of the owner's block (heap block or mapping) to
     /// the pointer handed out; the tag in bit 0 (1 = large).
     pub pad_tag: usize,
+    /// Fills the header to `HEADER_BYTES` where words are 4 bytes (none on
+    /// 64-bit targets), keeping the check word last and pointers 16-aligned.
+    pub reserved: [u8; HEADER_BYTES - 4 * core::mem::size_of::<usize>()],
     /// `ptr ^ LIVE_MAGIC` while live, `ptr ^ FREED_MAGIC` once freed.
     pub check: usize,
 }
@@ -79,6 +82,7 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
                 owner,
                 len,
                 pad_tag: pad | tag,
+                reserved: [0; HEADER_BYTES - 4 * core::mem::size_of::<usize>()],
                 check: user.as_ptr() as usize ^ LIVE_MAGIC,
             });
     }

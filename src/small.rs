@@ -65,9 +65,14 @@ pub(crate) struct Run {
     /// `live < slots` (it has a free slot).
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
-    /// reads these bytes, which must not be uninitialised padding.
-    reserved: [u8; 4],
+    /// reads these bytes, which must not be uninitialised padding. Fills the
+    /// header to `RUN_HEADER_BYTES` (4 bytes with 8-byte words, 24 with 4).
+    reserved: [u8; RUN_RESERVED_BYTES],
 }
+
+/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: five words, two
+/// `u32`, five `u16`, two bytes.
+const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 20;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
@@ -206,7 +211,7 @@ impl Arena {
                 slot0: info.slot0 as u16,
                 class: class as u8,
                 listed: false,
-                reserved: [0; 4],
+                reserved: [0; RUN_RESERVED_BYTES],
             });
             // A new run counts as cached-empty until its first slot is taken.
             self.cached_empty_bytes += info.run_bytes as usize;
@@ -538,7 +543,7 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
                 "remote slot was carved",
             );
             n += 1;
-            check(n < 1 << 40, "remote list has no cycle");
+            check(n < usize::MAX / 2, "remote list has no cycle");
             slot = *slot.cast::<*mut u8>();
         }
     }

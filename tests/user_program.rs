@@ -185,6 +185,11 @@ fn build_and_run(arch: Arch) {
             .with_file_name("user-program")
             .join(arch.name()),
     );
+    // i686 runs natively where the kernel runs 32-bit programs; the README
+    // says to set a runner elsewhere.
+    if let (Arch::I686, Some(qemu)) = (arch, arch.qemu()) {
+        cmd.env("CARGO_TARGET_I686_LINUX_NOSTD_RUNNER", qemu);
+    }
     // The outer `cargo test`'s toolchain and settings are not the user's.
     for var in [
         "RUSTUP_TOOLCHAIN",
@@ -225,4 +230,14 @@ fn aarch64() {
 #[test]
 fn riscv64() {
     build_and_run(Arch::Riscv64);
+}
+
+#[test]
+fn i686() {
+    build_and_run(Arch::I686);
+}
+
+#[test]
+fn armv7() {
+    build_and_run(Arch::Armv7);
 }
