@@ -62,8 +62,11 @@ const ORPHAN: usize = 1;
 const BORROWED: usize = 2;
 
 /// One entry of the table, on cache lines of its own (1 KiB: the table is
-/// indexed by a shift).
-#[repr(C, align(1024))]
+/// indexed by a shift). Aligned to 128 bytes (the lock's cache-line pair),
+/// not to its size: the shift needs the size only, and a 1 KiB-aligned
+/// `.bss` pads every stripped program file to a 1 KiB step (lld keeps the
+/// first section of a segment at a file offset congruent to its address).
+#[repr(C, align(128))]
 pub(crate) struct Heap {
     /// Identity of the owner; 0 while unclaimed.
     owner: AtomicUsize,
@@ -80,6 +83,8 @@ pub(crate) struct Heap {
 
 #[repr(align(128))]
 struct RemoteList(AtomicPtr<u8>);
+
+const _: () = assert!(core::mem::size_of::<Heap>() == 1024);
 
 // SAFETY: the arena is touched only by the owner (claimed by CAS on `owner`,
 // handed over with release/acquire); the other fields are atomics.
