@@ -222,7 +222,7 @@ impl<S: Source> NolibcAlloc<S> {
                 break;
             }
             released += victims.iter().flatten().map(|v| v.bytes).sum::<usize>();
-            self.purge(&victims[..n]);
+            self.purge(&victims);
         }
         loop {
             let (release, bytes) = self.core.lock().release_empty_region(&self.os);
@@ -492,18 +492,18 @@ impl<S: Source> NolibcAlloc<S> {
             let (victims, n) = unsafe { core.put_dirty(mem, bytes, region, floor) };
             (victims, n, core.idle_after_burst())
         };
-        self.purge(&victims[..n]);
+        if n > 0 {
+            self.purge(&victims);
+        }
         if idle {
             self.give_back_all();
         }
     }
 
     /// Discards the pages of dirty runs (outside any lock), then returns the
-    /// runs to their heaps, which may give regions back.
-    fn purge(&self, victims: &[Option<Victim>]) {
-        if victims.is_empty() {
-            return;
-        }
+    /// runs to their heaps, which may give regions back. (The whole batch,
+    /// `None` past the victims: no slice to bounds-check.)
+    fn purge(&self, victims: &[Option<Victim>; PURGE_BATCH]) {
         for v in victims.iter().flatten() {
             // All of it: the heap then writes a hole header (faulting one
             // page back in) only where the run starts a hole of its own.

@@ -354,11 +354,16 @@ impl Core {
         let bound = floor.max(self.recent_peak_bytes / 100 * DIRTY_KEEP_PERCENT);
         while self.dirty_bytes > bound && n < PURGE_BATCH {
             // The oldest dirty run.
-            let oldest = (0..3)
-                .filter(|&j| !self.dirty_tail[j].is_null())
+            // Iterators, not indexing in the closures (which opt-level "z"
+            // does not inline): no bounds checks.
+            let oldest = (self.dirty_tail.iter().enumerate())
+                .filter(|(_, t)| !t.is_null())
                 // SAFETY: listed dirty runs are live memory of ours.
-                .min_by_key(|&j| unsafe { (*self.dirty_tail[j]).since });
+                .min_by_key(|&(_, &t)| unsafe { (*t).since })
+                .map(|(j, _)| j);
             let Some(j) = oldest else { break };
+            // Below 3 already: `min` spares the bounds checks below.
+            let j = j.min(RUN_SIZES.len() - 1);
             let old = self.dirty_tail[j];
             // SAFETY: listed dirty runs are live memory of ours.
             unsafe {
@@ -412,7 +417,7 @@ impl Core {
         let mut victims = [None; PURGE_BATCH];
         let mut n = 0;
         while n < PURGE_BATCH {
-            let Some(i) = (0..3).find(|&i| !self.dirty[i].is_null()) else {
+            let Some(i) = self.dirty.iter().position(|d| !d.is_null()) else {
                 break;
             };
             let Some((mem, region)) = self.take_dirty(RUN_SIZES[i]) else {
