@@ -61,6 +61,25 @@ pub(crate) struct Run {
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
+/// The class of a checked live run, below [`CLASS_COUNT`]: written so by
+/// [`Arena::alloc_from_new_run`], and every way in checks it (`run_of`
+/// compares it with the layout's class, `find_run` and `run_of_remote`
+/// bound it, `Arena::free` indexes with it checked). Told to the compiler,
+/// which then drops the bounds checks (and their panics) of the cold paths
+/// that index by it.
+///
+/// # Safety
+/// `run` is a live run that came through one of those checks.
+#[inline(always)]
+unsafe fn class_of(run: *mut Run) -> usize {
+    // SAFETY: the caller guarantees a live, checked run.
+    unsafe {
+        let class = (*run).class as usize;
+        core::hint::assert_unchecked(class < CLASS_COUNT);
+        class
+    }
+}
+
 #[repr(C)]
 struct FreeSlot {
     next: *mut FreeSlot,
@@ -268,7 +287,7 @@ impl Arena {
     unsafe fn free_tail(&mut self, run: *mut Run, in_use: usize, trim_threshold: usize) -> Freed {
         // SAFETY: as the caller guarantees.
         unsafe {
-            let info = &CLASSES[(*run).class as usize];
+            let info = &CLASSES[class_of(run)];
             if !(*run).listed {
                 self.push(run);
             }
@@ -322,7 +341,7 @@ impl Arena {
     unsafe fn push(&mut self, run: *mut Run) {
         // SAFETY: the caller guarantees `run` is live; the head is live or null.
         unsafe {
-            let list = &mut self.classes[(*run).class as usize];
+            let list = &mut self.classes[class_of(run)];
             (*run).prev = ptr::null_mut();
             (*run).next = list.head;
             if !list.head.is_null() {
@@ -339,7 +358,7 @@ impl Arena {
         // SAFETY: the caller guarantees `run` and its neighbours are live.
         unsafe {
             if (*run).prev.is_null() {
-                self.classes[(*run).class as usize].head = (*run).next;
+                self.classes[class_of(run)].head = (*run).next;
             } else {
                 (*(*run).prev).next = (*run).next;
             }
@@ -530,7 +549,7 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize, call: Call) -> Optio
 #[inline]
 pub(crate) unsafe fn check_slot(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
     // SAFETY: a checked live run.
-    let info = unsafe { &CLASSES[(*run.as_ptr()).class as usize] };
+    let info = unsafe { &CLASSES[class_of(run.as_ptr())] };
     let off = ptr.as_ptr() as usize - run.as_ptr() as usize;
     if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
         fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
