@@ -475,6 +475,10 @@ impl Core {
                 if (*extend).heap.used() == 0 {
                     self.idle_region_bytes += end - cur;
                 }
+                // Told to the compiler (true: a live heap has a top, and
+                // the growth stays below the stack), which then drops
+                // linked_list_allocator's assertion and `unwrap` in `extend`.
+                core::hint::assert_unchecked(!(*extend).heap.top().is_null() && end - cur <= isize::MAX as usize / 2);
                 (*extend).heap.extend(end - cur);
                 (*extend).len += end - cur;
                 return Some(NonNull::new_unchecked(extend));
@@ -532,6 +536,9 @@ impl Core {
         let region = base.as_ptr().cast::<Region>();
         // SAFETY: the caller hands over the range; the header fits in it.
         unsafe {
+            // The caller's duty, told to the compiler: it then drops the
+            // assertions of linked_list_allocator's `Heap::init`.
+            core::hint::assert_unchecked(len > HEADER_BYTES + 64 && base.as_ptr() as usize % HEADER_ALIGN == 0);
             region.write(Region {
                 heap: Heap::empty(),
                 base,
