@@ -386,7 +386,11 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[cold]
     fn alloc_from_new_run(&self, arena: &mut Arena, index: usize, class: usize) -> *mut u8 {
-        let bytes = CLASSES[class].run_bytes as usize;
+        // `get`: no bounds-check panic (every caller's class is in range).
+        let Some(info) = CLASSES.get(class) else {
+            return ptr::null_mut();
+        };
+        let bytes = info.run_bytes as usize;
         let got = {
             let mut core = self.core.lock();
             match core.take_dirty(bytes) {
