@@ -362,6 +362,8 @@ impl<S: Source> Os<S> {
 
     /// # Safety
     /// As [`Source::unmap`].
+    // Out of line: a dozen cold callers (give-back paths, the mapping cache).
+    #[inline(never)]
     pub unsafe fn unmap(&self, ptr: NonNull<u8>, len: usize) {
         use crate::stats::Counters;
         Counters::count(&self.counters.munmap);
