@@ -45,7 +45,7 @@ pub use config::Config;
 pub use os::{Linux, Source};
 pub use stats::{Stats, SyscallCounts};
 
-use class::{class_for, CLASSES};
+use class::{class_for, TABLE as CLASSES};
 use fault::{fault, fault_in, Call, Fault};
 use heap::{Heap, HEAP_COUNT};
 use large::{Owner, HEADER_BYTES};
@@ -386,6 +386,8 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[cold]
     fn alloc_from_new_run(&self, arena: &mut Arena, index: usize, class: usize) -> *mut u8 {
+        // Before the first run: its class must be in the table (see `class::TABLE`).
+        CLASSES.init();
         // `get`: no bounds-check panic (every caller's class is in range).
         let Some(info) = CLASSES.get(class) else {
             return ptr::null_mut();
@@ -547,6 +549,9 @@ impl<S: Source> NolibcAlloc<S> {
     /// Allocation that is not a slot: medium or large.
     #[cold]
     fn alloc_block(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
+        // A block freed with a small layout by mistake is looked up in the
+        // class table: filled before any block is handed out (see `class::TABLE`).
+        CLASSES.init();
         if size >= self.mmap_threshold() || align > self.os.page() {
             return self.alloc_large(size, align, zero);
         }

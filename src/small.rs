@@ -12,7 +12,7 @@
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
+use crate::class::{ClassInfo, CLASS_COUNT, RUN_HEADER_BYTES, TABLE as CLASSES};
 use crate::fault::{fault, fault_in, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
