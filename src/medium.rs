@@ -538,7 +538,9 @@ impl Core {
         unsafe {
             // The caller's duty, told to the compiler: it then drops the
             // assertions of linked_list_allocator's `Heap::init`.
-            core::hint::assert_unchecked(len > HEADER_BYTES + 64 && base.as_ptr() as usize % HEADER_ALIGN == 0);
+            core::hint::assert_unchecked(
+                len > HEADER_BYTES + 64 && (base.as_ptr() as usize).is_multiple_of(HEADER_ALIGN),
+            );
             region.write(Region {
                 heap: Heap::empty(),
                 base,
