@@ -17,6 +17,9 @@
 //! [`RUN_BYTES_MID`] or [`RUN_BYTES_BIG`] bytes, aligned to their own size so
 //! that a slot finds its run by masking its address.
 
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+
 /// Number of size classes.
 pub const CLASS_COUNT: usize = 104;
 /// The largest class.
@@ -230,6 +233,108 @@ const fn build_table() -> [ClassInfo; CLASS_COUNT] {
 /// [`info`]; 2 KiB, linked only into programs that read it).
 pub static CLASSES: [ClassInfo; CLASS_COUNT] = build_table();
 
+/// The class table the allocator reads: the values of [`CLASSES`], computed
+/// at run time into `.bss` (2 080 bytes of `.rodata` less in every program;
+/// the code that fills it is about 350). Filled by [`Table::init`] before
+/// the first run is carved and before the first medium or large block is
+/// handed out, so it is full by the time anything can be freed, rightly or
+/// by mistake. (The frees' own paths read no table: `small::run_of` finds a
+/// run by [`run_bytes`] and the run header repeats its class.) A fork child
+/// whose parent was filling it in another thread fills it again
+/// ([`Table::fork_child`]).
+pub(crate) static TABLE: Table = Table {
+    entries: UnsafeCell::new(
+        [ClassInfo {
+            size: 0,
+            run_bytes: 0,
+            slot0: 0,
+            slots: 0,
+            recip: 0,
+        }; CLASS_COUNT],
+    ),
+    state: AtomicU8::new(EMPTY),
+};
+
+const EMPTY: u8 = 0;
+const FILLING: u8 = 1;
+const READY: u8 = 2;
+
+/// See [`TABLE`].
+pub(crate) struct Table {
+    entries: UnsafeCell<[ClassInfo; CLASS_COUNT]>,
+    /// `EMPTY`, `FILLING` (one thread writes the entries) or `READY`.
+    state: AtomicU8,
+}
+
+// SAFETY: the entries are written once, by the one thread that moves
+// `state` from EMPTY to FILLING, and read only after `state` is READY
+// (acquire) in that thread or one that synchronised with it: every reader
+// reads an entry of a run's class, and the run was carved after `init`.
+unsafe impl Sync for Table {}
+
+impl Table {
+    #[inline(always)]
+    fn entries(&self) -> &[ClassInfo; CLASS_COUNT] {
+        // SAFETY: see `Sync`: no entry is written once anybody can read it.
+        unsafe { &*self.entries.get() }
+    }
+
+    /// Entry `class`, if in range.
+    #[inline(always)]
+    pub(crate) fn get(&self, class: usize) -> Option<&ClassInfo> {
+        self.entries().get(class)
+    }
+
+    /// Every entry, by class.
+    pub(crate) fn iter(&self) -> core::slice::Iter<'_, ClassInfo> {
+        self.entries().iter()
+    }
+
+    /// In a fork child (one thread): a fill that another thread of the
+    /// parent had begun starts again, instead of being waited for forever.
+    pub(crate) fn fork_child(&self) {
+        if self.state.load(Relaxed) == FILLING {
+            self.state.store(EMPTY, Relaxed);
+        }
+    }
+
+    /// Fills the table if nobody did yet (waits for a thread filling it).
+    #[inline]
+    pub(crate) fn init(&self) {
+        if self.state.load(Acquire) != READY {
+            self.fill();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fill(&self) {
+        if self.state.compare_exchange(EMPTY, FILLING, Acquire, Acquire).is_ok() {
+            let entries = self.entries.get().cast::<ClassInfo>();
+            for i in 0..CLASS_COUNT {
+                // `black_box`: computed here, not folded into a constant
+                // table (which would be the 2 KiB of `.rodata` again).
+                let info = compute(core::hint::black_box(i));
+                // SAFETY: FILLING: this thread alone writes, nobody reads yet.
+                unsafe { entries.add(i).write(info) };
+            }
+            self.state.store(READY, Release);
+        }
+        while self.state.load(Acquire) != READY {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl core::ops::Index<usize> for Table {
+    type Output = ClassInfo;
+
+    #[inline(always)]
+    fn index(&self, class: usize) -> &ClassInfo {
+        &self.entries()[class]
+    }
+}
+
 /// Class of sizes 1025..=8192 by `(size - 1) >> 7` (class bounds there are
 /// multiples of 128), and of 8193..=131072 by `(size - 1) >> 11` (multiples of 2048).
 static MID_LOOKUP: [u8; 64] = lookup(7);
@@ -335,6 +440,18 @@ mod tests {
             }
         }
         assert_eq!(class_for(1, 8192), None);
+    }
+
+    #[test]
+    fn run_time_table_is_the_computed_one() {
+        TABLE.init();
+        TABLE.init();
+        assert_eq!(TABLE.iter().len(), CLASS_COUNT);
+        for (i, c) in CLASSES.iter().enumerate() {
+            assert_eq!(TABLE[i], *c, "class {i}");
+            assert_eq!(TABLE.get(i), Some(c));
+        }
+        assert_eq!(TABLE.get(CLASS_COUNT), None);
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl<S: Source> NolibcAlloc<S> {
         for heap in &self.heaps {
             heap.fork_child(id, &self.os.source);
         }
+        crate::class::TABLE.fork_child();
     }
 
     /// The calling thread is ending: gives its heap back (see the

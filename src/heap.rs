@@ -66,8 +66,11 @@ const ORPHAN: usize = 1;
 const BORROWED: usize = 2;
 
 /// One entry of the table, on cache lines of its own (1 KiB: the table is
-/// indexed by a shift).
-#[repr(C, align(1024))]
+/// indexed by a shift). Aligned to 128 bytes (the lock's cache-line pair),
+/// not to its size: the shift needs the size only, and a 1 KiB-aligned
+/// `.bss` pads every stripped program file to a 1 KiB step (lld keeps the
+/// first section of a segment at a file offset congruent to its address).
+#[repr(C, align(128))]
 pub(crate) struct Heap {
     /// Identity of the owner; 0 while unclaimed.
     owner: AtomicUsize,

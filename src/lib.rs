@@ -46,7 +46,7 @@ pub use config::Config;
 pub use os::{Linux, Source};
 pub use stats::{Stats, SyscallCounts};
 
-use class::{class_for, CLASSES};
+use class::{class_for, TABLE as CLASSES};
 use fault::{fault, fault_in, Call, Fault};
 use heap::{Heap, HEAP_COUNT};
 use large::{Owner, HEADER_BYTES};
@@ -227,7 +227,7 @@ impl<S: Source> NolibcAlloc<S> {
                 break;
             }
             released += victims.iter().flatten().map(|v| v.bytes).sum::<usize>();
-            self.purge(&victims[..n]);
+            self.purge(&victims);
         }
         loop {
             let (release, bytes) = self.core.lock().release_empty_region(&self.os);
@@ -408,7 +408,13 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[cold]
     fn alloc_from_new_run(&self, arena: &mut Arena, index: usize, class: usize) -> *mut u8 {
-        let bytes = CLASSES[class].run_bytes as usize;
+        // Before the first run: its class must be in the table (see `class::TABLE`).
+        CLASSES.init();
+        // `get`: no bounds-check panic (every caller's class is in range).
+        let Some(info) = CLASSES.get(class) else {
+            return ptr::null_mut();
+        };
+        let bytes = info.run_bytes as usize;
         let got = {
             let mut core = self.core.lock();
             match core.take_dirty(bytes) {
@@ -420,7 +426,7 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: the core handed us `bytes` aligned to `bytes`.
             Some((mem, region)) => unsafe {
                 arena
-                    .alloc_from_new_run(class, mem, index, region.as_ptr().cast())
+                    .alloc_from_new_run(class, info, mem, index, region.as_ptr().cast())
                     .as_ptr()
             },
             None => ptr::null_mut(),
@@ -595,18 +601,18 @@ impl<S: Source> NolibcAlloc<S> {
             let (victims, n) = unsafe { core.put_dirty(mem, bytes, region, floor) };
             (victims, n, core.idle_after_burst())
         };
-        self.purge(&victims[..n]);
+        if n > 0 {
+            self.purge(&victims);
+        }
         if idle {
             self.give_back_all();
         }
     }
 
     /// Discards the pages of dirty runs (outside any lock), then returns the
-    /// runs to their heaps, which may give regions back.
-    fn purge(&self, victims: &[Option<Victim>]) {
-        if victims.is_empty() {
-            return;
-        }
+    /// runs to their heaps, which may give regions back. (The whole batch,
+    /// `None` past the victims: no slice to bounds-check.)
+    fn purge(&self, victims: &[Option<Victim>; PURGE_BATCH]) {
         for v in victims.iter().flatten() {
             // All of it: the heap then writes a hole header (faulting one
             // page back in) only where the run starts a hole of its own.
@@ -646,6 +652,9 @@ impl<S: Source> NolibcAlloc<S> {
     /// Allocation that is not a slot: medium or large.
     #[cold]
     fn alloc_block(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
+        // A block freed with a small layout by mistake is looked up in the
+        // class table: filled before any block is handed out (see `class::TABLE`).
+        CLASSES.init();
         if size >= self.mmap_threshold() || align > self.os.page() {
             return self.alloc_large(size, align, zero);
         }

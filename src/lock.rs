@@ -63,48 +63,9 @@ impl<T> Mutex<T> {
             .map(|_| Guard { mutex: self })
     }
 
-    #[cold]
+    #[inline]
     fn lock_contended(&self) {
-        let mut state = self.spin();
-        if state == UNLOCKED {
-            match self
-                .state
-                .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(s) => state = s,
-            }
-        }
-        loop {
-            // Mark the lock contended; if it was free we now hold it (as
-            // CONTENDED, which only costs an extra wake at unlock).
-            if state != CONTENDED && self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
-                return;
-            }
-            wait(&self.state, CONTENDED);
-            state = self.spin();
-            if state == UNLOCKED
-                && self
-                    .state
-                    .compare_exchange(UNLOCKED, CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return;
-            }
-        }
-    }
-
-    /// Spins while the lock is held and nobody sleeps; returns the last state seen.
-    fn spin(&self) -> u32 {
-        let mut spins = SPIN_LIMIT;
-        loop {
-            let state = self.state.load(Ordering::Relaxed);
-            if state != LOCKED || spins == 0 {
-                return state;
-            }
-            core::hint::spin_loop();
-            spins -= 1;
-        }
+        lock_contended(&self.state);
     }
 
     /// Takes the lock and keeps it with no guard: the fork handlers hold
@@ -137,6 +98,49 @@ impl<T> Mutex<T> {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             wake(&self.state);
         }
+    }
+}
+
+/// The contended path of [`Mutex::lock`], over the lock word alone: one
+/// copy for every `Mutex<T>` (generic, it was monomorphised once per `T`).
+#[cold]
+#[inline(never)]
+fn lock_contended(lock: &AtomicU32) {
+    let mut state = spin(lock);
+    if state == UNLOCKED {
+        match lock.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(s) => state = s,
+        }
+    }
+    loop {
+        // Mark the lock contended; if it was free we now hold it (as
+        // CONTENDED, which only costs an extra wake at unlock).
+        if state != CONTENDED && lock.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
+            return;
+        }
+        wait(lock, CONTENDED);
+        state = spin(lock);
+        if state == UNLOCKED
+            && lock
+                .compare_exchange(UNLOCKED, CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// Spins while the lock is held and nobody sleeps; returns the last state seen.
+fn spin(lock: &AtomicU32) -> u32 {
+    let mut spins = SPIN_LIMIT;
+    loop {
+        let state = lock.load(Ordering::Relaxed);
+        if state != LOCKED || spins == 0 {
+            return state;
+        }
+        core::hint::spin_loop();
+        spins -= 1;
     }
 }
 

@@ -87,20 +87,30 @@ impl Evicted {
     }
 
     fn push(&mut self, ptr: *mut u8, len: usize) -> bool {
-        if self.n == EVICTED_MAX {
+        // `get_mut`, not indexing: no bounds-check panic linked.
+        let Some(slot) = self.spans.get_mut(self.n) else {
             return false;
-        }
-        self.spans[self.n] = (ptr, len);
+        };
+        *slot = (ptr, len);
         self.n += 1;
         true
     }
 
     /// The spans chosen.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (NonNull<u8>, usize)> + '_ {
-        self.spans[..self.n]
+        self.spans
+            .get(..self.n)
+            .unwrap_or_default()
             .iter()
             .filter_map(|&(p, len)| NonNull::new(p).map(|p| (p, len)))
     }
+}
+
+/// Entry `i` of `spans`, found by a search of them: the mask (a power of two
+/// entries) spares a bounds check and the panic it links.
+fn span_at(spans: &mut [Span; CACHE_SPANS], i: usize) -> &mut Span {
+    const { assert!(CACHE_SPANS.is_power_of_two()) };
+    &mut spans[i & (CACHE_SPANS - 1)]
 }
 
 /// The cache. All zero when new, so a default allocator stays in `.bss`.
@@ -176,11 +186,10 @@ impl MapCache {
         } else {
             0
         };
-        for i in 0..CACHE_SPANS {
-            let s = self.spans[i];
+        for s in self.spans.iter_mut() {
             if !s.ptr.is_null() && self.events.wrapping_sub(s.since) >= age && out.push(s.ptr, s.len) {
                 self.bytes -= s.len;
-                self.spans[i] = EMPTY;
+                *s = EMPTY;
             }
         }
         self.shed(policy.page, out);
@@ -190,7 +199,7 @@ impl MapCache {
     fn shed(&mut self, page: usize, out: &mut Evicted) {
         while self.bytes > self.bound && out.n < EVICTED_MAX {
             let Some(i) = self.oldest() else { break };
-            let s = &mut self.spans[i];
+            let s = span_at(&mut self.spans, i);
             let excess = self.bytes - self.bound;
             if excess >= s.len {
                 out.push(s.ptr, s.len);
@@ -214,9 +223,13 @@ impl MapCache {
     }
 
     fn oldest(&self) -> Option<usize> {
-        (0..CACHE_SPANS)
-            .filter(|&i| !self.spans[i].ptr.is_null())
-            .max_by_key(|&i| self.events.wrapping_sub(self.spans[i].since))
+        // Iterators, not indexing: no bounds checks (the closures are not
+        // inlined at opt-level "z", so they would keep them).
+        let events = self.events;
+        (self.spans.iter().enumerate())
+            .filter(|(_, s)| !s.ptr.is_null())
+            .max_by_key(|(_, s)| events.wrapping_sub(s.since))
+            .map(|(i, _)| i)
     }
 
     /// A mapping of at least `len` bytes (page multiple) from the cache: the
@@ -224,9 +237,10 @@ impl MapCache {
     /// and its length (`len`, or the whole span), already counted as live.
     pub(crate) fn take(&mut self, len: usize, policy: Policy, out: &mut Evicted) -> Option<(NonNull<u8>, usize)> {
         self.tick(policy, out);
-        let i = (0..CACHE_SPANS)
-            .filter(|&i| !self.spans[i].ptr.is_null() && self.spans[i].len >= len)
-            .min_by_key(|&i| self.spans[i].len)?;
+        let i = (self.spans.iter().enumerate())
+            .filter(|(_, s)| !s.ptr.is_null() && s.len >= len)
+            .min_by_key(|(_, s)| s.len)?
+            .0;
         Some(self.cut_front(i, len))
     }
 
@@ -235,11 +249,11 @@ impl MapCache {
     /// its pages stay faulted in, only the rest is fresh. Not counted as
     /// live (the caller counts `len`).
     pub(crate) fn take_largest(&mut self) -> Option<(NonNull<u8>, usize)> {
-        let i = (0..CACHE_SPANS)
-            .filter(|&i| !self.spans[i].ptr.is_null())
-            .max_by_key(|&i| self.spans[i].len)?;
-        let s = self.spans[i];
-        self.spans[i] = EMPTY;
+        let span = (self.spans.iter_mut())
+            .filter(|s| !s.ptr.is_null())
+            .max_by_key(|s| s.len)?;
+        let s = *span;
+        *span = EMPTY;
         self.bytes -= s.len;
         // SAFETY: used entries are non-null.
         Some((unsafe { NonNull::new_unchecked(s.ptr) }, s.len))
@@ -248,7 +262,7 @@ impl MapCache {
     /// Takes `len` bytes from the front of span `i` (the whole span if too
     /// little would be left).
     fn cut_front(&mut self, i: usize, len: usize) -> (NonNull<u8>, usize) {
-        let s = &mut self.spans[i];
+        let s = span_at(&mut self.spans, i);
         let start = s.ptr;
         let got = if s.len - len >= SPLIT_MIN_BYTES { len } else { s.len };
         if got == s.len {
@@ -275,8 +289,8 @@ impl MapCache {
         out: &mut Evicted,
     ) -> Option<usize> {
         self.tick(policy, out);
-        let i = (0..CACHE_SPANS).find(|&i| self.spans[i].ptr == end && !end.is_null())?;
-        let avail = self.spans[i].len;
+        let (i, avail) = (self.spans.iter().enumerate())
+            .find_map(|(i, s)| (s.ptr == end && !end.is_null()).then_some((i, s.len)))?;
         if avail < min {
             return None;
         }
@@ -296,8 +310,7 @@ impl MapCache {
         let (mut start, mut len) = (ptr.as_ptr(), len);
         let now = self.events;
         // Merge with the spans just below and just above.
-        for i in 0..CACHE_SPANS {
-            let s = self.spans[i];
+        for s in self.spans.iter_mut() {
             if s.ptr.is_null() {
                 continue;
             }
@@ -305,19 +318,19 @@ impl MapCache {
                 start = s.ptr;
                 len += s.len;
                 self.bytes -= s.len;
-                self.spans[i] = EMPTY;
+                *s = EMPTY;
             } else if start.wrapping_add(len) == s.ptr {
                 len += s.len;
                 self.bytes -= s.len;
-                self.spans[i] = EMPTY;
+                *s = EMPTY;
             }
         }
-        let slot = match (0..CACHE_SPANS).find(|&i| self.spans[i].ptr.is_null()) {
+        let slot = match self.spans.iter().position(|s| s.ptr.is_null()) {
             Some(i) => i,
             None => {
                 // Every entry in use: the oldest span goes.
                 let Some(i) = self.oldest() else { return };
-                let s = self.spans[i];
+                let s = *span_at(&mut self.spans, i);
                 if !out.push(s.ptr, s.len) {
                     let _ = out.push(start, len);
                     return;
@@ -326,7 +339,7 @@ impl MapCache {
                 i
             }
         };
-        self.spans[slot] = Span {
+        *span_at(&mut self.spans, slot) = Span {
             ptr: start,
             len,
             since: now,

@@ -354,11 +354,16 @@ impl Core {
         let bound = floor.max(self.recent_peak_bytes / 100 * DIRTY_KEEP_PERCENT);
         while self.dirty_bytes > bound && n < PURGE_BATCH {
             // The oldest dirty run.
-            let oldest = (0..3)
-                .filter(|&j| !self.dirty_tail[j].is_null())
+            // Iterators, not indexing in the closures (which opt-level "z"
+            // does not inline): no bounds checks.
+            let oldest = (self.dirty_tail.iter().enumerate())
+                .filter(|(_, t)| !t.is_null())
                 // SAFETY: listed dirty runs are live memory of ours.
-                .min_by_key(|&j| unsafe { (*self.dirty_tail[j]).since });
+                .min_by_key(|&(_, &t)| unsafe { (*t).since })
+                .map(|(j, _)| j);
             let Some(j) = oldest else { break };
+            // Below 3 already: `min` spares the bounds checks below.
+            let j = j.min(RUN_SIZES.len() - 1);
             let old = self.dirty_tail[j];
             // SAFETY: listed dirty runs are live memory of ours.
             unsafe {
@@ -412,7 +417,7 @@ impl Core {
         let mut victims = [None; PURGE_BATCH];
         let mut n = 0;
         while n < PURGE_BATCH {
-            let Some(i) = (0..3).find(|&i| !self.dirty[i].is_null()) else {
+            let Some(i) = self.dirty.iter().position(|d| !d.is_null()) else {
                 break;
             };
             let Some((mem, region)) = self.take_dirty(RUN_SIZES[i]) else {
@@ -470,6 +475,10 @@ impl Core {
                 if (*extend).heap.used() == 0 {
                     self.idle_region_bytes += end - cur;
                 }
+                // Told to the compiler (true: a live heap has a top, and
+                // the growth stays below the stack), which then drops
+                // linked_list_allocator's assertion and `unwrap` in `extend`.
+                core::hint::assert_unchecked(!(*extend).heap.top().is_null() && end - cur <= isize::MAX as usize / 2);
                 (*extend).heap.extend(end - cur);
                 (*extend).len += end - cur;
                 return Some(NonNull::new_unchecked(extend));
@@ -527,6 +536,11 @@ impl Core {
         let region = base.as_ptr().cast::<Region>();
         // SAFETY: the caller hands over the range; the header fits in it.
         unsafe {
+            // The caller's duty, told to the compiler: it then drops the
+            // assertions of linked_list_allocator's `Heap::init`.
+            core::hint::assert_unchecked(
+                len > HEADER_BYTES + 64 && (base.as_ptr() as usize).is_multiple_of(HEADER_ALIGN),
+            );
             region.write(Region {
                 heap: Heap::empty(),
                 base,

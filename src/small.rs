@@ -12,7 +12,7 @@
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::class::{self, ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
+use crate::class::{self, ClassInfo, CLASS_COUNT, RUN_HEADER_BYTES, TABLE as CLASSES};
 use crate::fault::{self, fault, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
@@ -75,6 +75,25 @@ pub(crate) struct Run {
 const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 20;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
+
+/// The class of a checked live run, below [`CLASS_COUNT`]: written so by
+/// [`Arena::alloc_from_new_run`], and every way in checks it (`run_of`
+/// compares it with the layout's class, `find_run` and `run_of_remote`
+/// bound it, `Arena::free` indexes with it checked). Told to the compiler,
+/// which then drops the bounds checks (and their panics) of the cold paths
+/// that index by it.
+///
+/// # Safety
+/// `run` is a live run that came through one of those checks.
+#[inline(always)]
+unsafe fn class_of(run: *mut Run) -> usize {
+    // SAFETY: the caller guarantees a live, checked run.
+    unsafe {
+        let class = (*run).class as usize;
+        core::hint::assert_unchecked(class < CLASS_COUNT);
+        class
+    }
+}
 
 #[repr(C)]
 struct FreeSlot {
@@ -179,7 +198,7 @@ impl Arena {
         unsafe { Some(self.take_slot(run)) }
     }
 
-    /// Installs a fresh run for `class` at `mem` (from the core, `run_bytes`
+    /// Installs a fresh run for `class` (described by `info`) at `mem` (from the core, `run_bytes`
     /// long and aligned to it) and takes a slot from it.
     ///
     /// # Safety
@@ -187,11 +206,11 @@ impl Arena {
     pub(crate) unsafe fn alloc_from_new_run(
         &mut self,
         class: usize,
+        info: &ClassInfo,
         mem: NonNull<u8>,
         arena_index: usize,
         region: *mut u8,
     ) -> NonNull<u8> {
-        let info = class::info(class);
         let run = mem.as_ptr().cast::<Run>();
         // SAFETY: the caller hands us `run_bytes` of memory, enough for the
         // header; nobody else sees it yet.
@@ -367,7 +386,7 @@ impl Arena {
     unsafe fn push(&mut self, run: *mut Run) {
         // SAFETY: the caller guarantees `run` is live; the head is live or null.
         unsafe {
-            let list = &mut self.classes[(*run).class as usize];
+            let list = &mut self.classes[class_of(run)];
             (*run).prev = ptr::null_mut();
             (*run).next = list.head;
             if !list.head.is_null() {
@@ -384,7 +403,7 @@ impl Arena {
         // SAFETY: the caller guarantees `run` and its neighbours are live.
         unsafe {
             if (*run).prev.is_null() {
-                self.classes[(*run).class as usize].head = (*run).next;
+                self.classes[class_of(run)].head = (*run).next;
             } else {
                 (*(*run).prev).next = (*run).next;
             }
