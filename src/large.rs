@@ -23,8 +23,10 @@ use crate::{NolibcAlloc, MAX_MMAP_THRESHOLD_BYTES};
 /// Bytes reserved in front of every medium or large block.
 pub const HEADER_BYTES: usize = 32;
 
-const LIVE_MAGIC: usize = 0x4c49_5645_6e6f_6c63u64 as usize; // "LIVEnolc"
-const FREED_MAGIC: usize = 0x4652_4545_6e6f_6c63u64 as usize; // "FREEnolc"
+const LIVE_MAGIC: usize = crate::fault::magic(0x4c49_5645_6e6f_6c63); // "LIVEnolc"
+const FREED_MAGIC: usize = crate::fault::magic(0x4652_4545_6e6f_6c63); // "FREEnolc"
+// A freed block must not look live, on 32-bit targets too.
+const _: () = assert!(LIVE_MAGIC != FREED_MAGIC);
 
 /// Which tier owns a block with a header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,9 +49,16 @@ pub(crate) struct BlockHeader {
     /// Bytes from the start of the owner's block (heap block or mapping) to
     /// the pointer handed out; the tag in bit 0 (1 = large).
     pub pad_tag: usize,
+    /// Zeros on 32-bit targets (none on 64-bit ones): the header is 32 bytes
+    /// everywhere, so the pointer handed out stays 16-aligned and every
+    /// layout computation is the same on every target.
+    pub filler: [usize; HEADER_FILLER_WORDS],
     /// `ptr ^ LIVE_MAGIC` while live, `ptr ^ FREED_MAGIC` once freed.
     pub check: usize,
 }
+
+/// Words of [`BlockHeader::filler`].
+const HEADER_FILLER_WORDS: usize = HEADER_BYTES / core::mem::size_of::<usize>() - 4;
 
 const _: () = assert!(core::mem::size_of::<BlockHeader>() == HEADER_BYTES);
 
@@ -79,6 +88,7 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
                 owner,
                 len,
                 pad_tag: pad | tag,
+                filler: [0; HEADER_FILLER_WORDS],
                 check: user.as_ptr() as usize ^ LIVE_MAGIC,
             });
     }

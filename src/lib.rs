@@ -326,7 +326,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// the one its stack address suggests, else the first free one after it.
     #[cold]
     fn lock_arena(&self) -> (usize, Guard<'_, Arena>) {
-        let hint = (heap::stack_pointer() >> 16).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2);
+        let hint = (heap::stack_pointer() >> 16).wrapping_mul(crate::fault::GOLDEN) >> (usize::BITS - 2);
         let hint = hint % ARENA_COUNT;
         for i in 0..ARENA_COUNT {
             let index = (hint + i) % ARENA_COUNT;

@@ -16,12 +16,12 @@ use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
 use crate::fault::{fault, fault_in, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
-const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
+const RUN_MAGIC: usize = crate::fault::magic(0x6e6f_6c69_6263_7275); // "nolibcru"
 /// Mixed into a free slot's address to make its marker.
-const FREE_MAGIC: usize = 0x6672_6565_736c_6f74u64 as usize; // "freeslot"
+const FREE_MAGIC: usize = crate::fault::magic(0x6672_6565_736c_6f74); // "freeslot"
 /// Mixed into a remotely freed slot's address and its run's to make its
 /// marker (the owner recovers the run from it).
-const REMOTE_MAGIC: usize = 0x7265_6d6f_7465_6672u64 as usize; // "remotefr"
+const REMOTE_MAGIC: usize = crate::fault::magic(0x7265_6d6f_7465_6672); // "remotefr"
 
 /// The check word of a live run at `run_addr` of `run_bytes` (the size is
 /// in it, so that probing by address alone tells the run sizes apart).
@@ -55,9 +55,15 @@ pub(crate) struct Run {
     /// `live < slots` (it has a free slot).
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
-    /// reads these bytes, which must not be uninitialised padding.
-    reserved: [u8; 6],
+    /// reads these bytes, which must not be uninitialised padding. (On
+    /// 32-bit targets the words above are half as wide and this fills the
+    /// header up to the same 64 bytes, so that the class table is the same
+    /// on every target.)
+    reserved: [u8; RUN_RESERVED_BYTES],
 }
+
+/// Bytes of [`Run::reserved`]: 6 on 64-bit targets, 30 on 32-bit ones.
+const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 6 * core::mem::size_of::<usize>() - 10;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
@@ -157,7 +163,7 @@ impl Arena {
                 live: 0,
                 class: class as u8,
                 listed: false,
-                reserved: [0; 6],
+                reserved: [0; RUN_RESERVED_BYTES],
             });
             // A new run counts as cached-empty until its first slot is taken.
             self.cached_empty_bytes += info.run_bytes as usize;
@@ -491,7 +497,7 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
                 "remote slot was carved",
             );
             n += 1;
-            check(n < 1 << 40, "remote list has no cycle");
+            check(n <= usize::MAX / 16, "remote list has no cycle");
             slot = *slot.cast::<*mut u8>();
         }
     }

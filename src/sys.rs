@@ -62,6 +62,16 @@ pub unsafe fn kernel_brk(addr: usize) -> usize {
     unsafe { raw_syscall!(Sysno::brk, addr) }
 }
 
+/// The system call that maps memory with its six arguments in registers:
+/// `mmap` on 64-bit architectures; on i686 and arm, `mmap2` (there `mmap`
+/// is the old call that takes a pointer to a struct of arguments — arm's
+/// EABI has no `mmap` at all — and `mmap2` takes the file offset in
+/// 4096-byte units; ours is always 0).
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_MMAP: Sysno = Sysno::mmap;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_MMAP: Sysno = Sysno::mmap2;
+
 /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous memory; returns the address.
 ///
 /// # Safety
@@ -69,7 +79,7 @@ pub unsafe fn kernel_brk(addr: usize) -> usize {
 #[inline]
 pub unsafe fn mmap_anon(addr: usize, len: usize, prot: usize, flags: usize) -> Result<usize, Errno> {
     // SAFETY: anonymous mapping; the caller owns any fixed destination.
-    unsafe { syscall!(Sysno::mmap, addr, len, prot, flags, usize::MAX, 0) }
+    unsafe { syscall!(SYS_MMAP, addr, len, prot, flags, usize::MAX, 0) }
 }
 
 /// `munmap(addr, len)`.
@@ -348,8 +358,9 @@ pub fn wait4(pid: i32, options: usize) -> Result<(i32, i32), Errno> {
 #[inline]
 pub fn alarm(seconds: u64) -> Result<(), Errno> {
     const ITIMER_REAL: usize = 0;
-    // struct itimerval: it_interval, then it_value, each { tv_sec, tv_usec }.
-    let value: [i64; 4] = [0, 0, seconds as i64, 0];
+    // struct itimerval: it_interval, then it_value, each { tv_sec, tv_usec },
+    // all C `long`s (32 bits on i686 and arm).
+    let value: [isize; 4] = [0, 0, isize::try_from(seconds).unwrap_or(isize::MAX), 0];
     // SAFETY: the kernel reads one `struct itimerval`; no old value is asked for.
     unsafe { syscall!(Sysno::setitimer, ITIMER_REAL, value.as_ptr(), 0).map(drop) }
 }
@@ -550,8 +561,15 @@ pub unsafe fn munmap_and_exit(base: usize, len: usize) -> ! {
 #[inline]
 pub fn monotonic_ns() -> u64 {
     const CLOCK_MONOTONIC: usize = 1;
+    // `struct __kernel_timespec` (two 64-bit fields) on every architecture:
+    // the plain call on 64-bit ones, `clock_gettime64` on 32-bit ones (the
+    // plain call there fills two 32-bit `long`s).
+    #[cfg(target_pointer_width = "64")]
+    const SYS_CLOCK_GETTIME: Sysno = Sysno::clock_gettime;
+    #[cfg(target_pointer_width = "32")]
+    const SYS_CLOCK_GETTIME: Sysno = Sysno::clock_gettime64;
     let mut ts = [0i64; 2];
-    // SAFETY: the kernel writes one `struct timespec` into `ts`.
-    let _ = unsafe { syscall!(Sysno::clock_gettime, CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    // SAFETY: the kernel writes one `struct __kernel_timespec` into `ts`.
+    let _ = unsafe { syscall!(SYS_CLOCK_GETTIME, CLOCK_MONOTONIC, ts.as_mut_ptr()) };
     (ts[0] as u64).wrapping_mul(1_000_000_000).wrapping_add(ts[1] as u64)
 }
