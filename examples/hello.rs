@@ -133,11 +133,13 @@ fn parse_maps(text: &str) -> Vec<Region> {
 
 fn human(bytes: usize) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    // u64: a shift by 40 would overflow a 32-bit usize.
+    let bytes = bytes as u64;
     let mut unit = 0;
     while unit + 1 < UNITS.len() && bytes >> (10 * (unit + 1)) != 0 {
         unit += 1;
     }
-    let exact = bytes & ((1 << (10 * unit)) - 1) == 0;
+    let exact = bytes & ((1u64 << (10 * unit)) - 1) == 0;
     format!(
         "{}{} {}",
         if exact { "" } else { "~" },

@@ -103,7 +103,8 @@ fn squeeze_rlimit(resource: usize, field: &[u8]) -> Result<(usize, usize), &'sta
 fn reserve_address_space() -> Result<(usize, usize), &'static str> {
     // Reserve in halving sizes until not even a page fits.
     let mut reservations: Vec<(usize, usize)> = Vec::with_capacity(4096);
-    let mut size: usize = 1 << 46;
+    // 64 TiB, or half the address space where words are 32 bits.
+    let mut size = (1u64 << 46).min(1 << (usize::BITS - 1)) as usize;
     let mut reserved = 0usize;
     while size >= 4096 && reservations.len() < reservations.capacity() {
         // SAFETY: a fresh PROT_NONE mapping at an address the kernel picks.

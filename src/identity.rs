@@ -1,11 +1,12 @@
 //! Thread identity without compiler TLS: the thread pointer.
 //!
 //! C libraries (glibc, musl), `origin` and the `rt` runtime give every
-//! thread a thread pointer of its own: `%fs` base on x86_64, `tpidr_el0` on
-//! aarch64, `tp` on riscv64. It is unique per live thread, so it can name a
-//! thread's heap. It is never trusted blindly:
+//! thread a thread pointer of its own: `%fs` base on x86_64, `%gs` base on
+//! i686, `tpidr_el0` on aarch64, `tp` on riscv64, `TPIDRURO` on armv7. It
+//! is unique per live thread, so it can name a thread's heap. It is never trusted blindly:
 //!
-//! - aarch64, riscv64: the register is read as it is; 0 means none.
+//! - aarch64, riscv64, armv7 (`TPIDRURO`, readable in every process): the
+//!   register is read as it is; 0 means none.
 //! - x86_64: the pointer is read as `%fs:0` (the TLS ABI keeps the thread
 //!   block's own address there), which faults if `%fs` base is 0 — as in a
 //!   `-nostartfiles` program that never set one. So once per process, before
@@ -13,9 +14,12 @@
 //!   self-pointer at it checked; if either fails (no base, a base without
 //!   the convention, `arch_prctl` refused by a seccomp filter) the process
 //!   has no identity.
+//! - i686: the same, with `%gs:0`: `%gs` must hold a GDT selector whose
+//!   descriptor (`get_thread_area`) has a mapped base holding its own
+//!   address (glibc, musl and `rt` set one up with `set_thread_area`).
 //! - Miri and other architectures: none.
 
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// The calling thread's thread pointer where it can be trusted, else 0.
@@ -33,6 +37,27 @@ pub fn thread_pointer() -> usize {
             slow()
         }
     }
+    #[cfg(all(not(miri), target_arch = "x86"))]
+    {
+        if TRUST.load(Relaxed) == YES {
+            let tp: usize;
+            // SAFETY: `%gs` selects a descriptor whose base's first word is
+            // its own address (checked once in `decide`); reading has no effect.
+            unsafe { core::arch::asm!("mov {}, gs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+            tp
+        } else {
+            slow()
+        }
+    }
+    #[cfg(all(not(miri), target_arch = "arm"))]
+    {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register (TPIDRURO); no side effect.
+        unsafe {
+            core::arch::asm!("mrc p15, 0, {}, c13, c0, 3", out(reg) tp, options(nomem, nostack, preserves_flags))
+        };
+        tp & !3
+    }
     #[cfg(all(not(miri), target_arch = "aarch64"))]
     {
         let tp: usize;
@@ -49,25 +74,31 @@ pub fn thread_pointer() -> usize {
     }
     #[cfg(not(all(
         not(miri),
-        any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "x86",
+            target_arch = "arm"
+        )
     )))]
     {
         0
     }
 }
 
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 const UNDECIDED: u8 = 0;
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 const YES: u8 = 1;
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 const NO: u8 = 2;
 
 /// Whether `%fs:0` may be read: undecided, yes or no.
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 static TRUST: AtomicU8 = AtomicU8::new(UNDECIDED);
 
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 #[cold]
 #[inline(never)]
 fn slow() -> usize {
@@ -81,10 +112,14 @@ fn slow() -> usize {
     }
 }
 
-#[cfg(all(not(miri), target_arch = "x86_64"))]
+#[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
 fn decide() -> u8 {
-    let Ok(base) = crate::sys::fs_base() else { return NO };
-    if base == 0 || !base.is_multiple_of(8) {
+    #[cfg(target_arch = "x86_64")]
+    let base = crate::sys::fs_base();
+    #[cfg(target_arch = "x86")]
+    let base = crate::sys::gs_base();
+    let Ok(base) = base else { return NO };
+    if base == 0 || !base.is_multiple_of(core::mem::size_of::<usize>()) {
         return NO;
     }
     // The base must be mapped before it is read: madvise(MADV_NORMAL)
@@ -106,6 +141,6 @@ fn decide() -> u8 {
 /// Forgets the decision (tests of the negative cases change `%fs` base).
 #[doc(hidden)]
 pub fn reset_for_tests() {
-    #[cfg(all(not(miri), target_arch = "x86_64"))]
+    #[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86")))]
     TRUST.store(UNDECIDED, Relaxed);
 }

@@ -49,16 +49,12 @@ pub(crate) struct BlockHeader {
     /// Bytes from the start of the owner's block (heap block or mapping) to
     /// the pointer handed out; the tag in bit 0 (1 = large).
     pub pad_tag: usize,
-    /// Zeros on 32-bit targets (none on 64-bit ones): the header is 32 bytes
-    /// everywhere, so the pointer handed out stays 16-aligned and every
-    /// layout computation is the same on every target.
-    pub filler: [usize; HEADER_FILLER_WORDS],
+    /// Fills the header to `HEADER_BYTES` where words are 4 bytes (none on
+    /// 64-bit targets), keeping the check word last and pointers 16-aligned.
+    pub reserved: [u8; HEADER_BYTES - 4 * core::mem::size_of::<usize>()],
     /// `ptr ^ LIVE_MAGIC` while live, `ptr ^ FREED_MAGIC` once freed.
     pub check: usize,
 }
-
-/// Words of [`BlockHeader::filler`].
-const HEADER_FILLER_WORDS: usize = HEADER_BYTES / core::mem::size_of::<usize>() - 4;
 
 const _: () = assert!(core::mem::size_of::<BlockHeader>() == HEADER_BYTES);
 
@@ -88,7 +84,7 @@ pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, p
                 owner,
                 len,
                 pad_tag: pad | tag,
-                filler: [0; HEADER_FILLER_WORDS],
+                reserved: [0; HEADER_BYTES - 4 * core::mem::size_of::<usize>()],
                 check: user.as_ptr() as usize ^ LIVE_MAGIC,
             });
     }

@@ -537,8 +537,8 @@ mod freestanding {
         // SAFETY: first thing in the process: nothing has read the thread
         // pointer yet.
         unsafe { super::thread::init_main_thread() };
-        // SAFETY: the kernel's initial stack layout (System V ABI, all three
-        // architectures): argc, then argv[argc], null, envp..., null, auxv.
+        // SAFETY: the kernel's initial stack layout (System V ABI, every
+        // architecture): argc, then argv[argc], null, envp..., null, auxv.
         unsafe {
             let argc = *sp;
             let argv = sp.add(1) as *const *const u8;
@@ -598,6 +598,40 @@ mod freestanding {
             "andi sp, sp, -16",
             "call {start}",
             "unimp",
+            start = sym start_rust,
+        )
+    }
+
+    /// See the x86_64 version. At entry `esp` points at argc; the stack is
+    /// aligned so that it is 16-byte aligned at the call, after the argument.
+    #[cfg(target_arch = "x86")]
+    #[unsafe(naked)]
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn _start() -> ! {
+        core::arch::naked_asm!(
+            "xor ebp, ebp",
+            "mov eax, esp",
+            "and esp, -16",
+            "sub esp, 12",
+            "push eax",       // the argument, at a 16-byte aligned esp
+            "call {start}",
+            "ud2",
+            start = sym start_rust,
+        )
+    }
+
+    /// See the x86_64 version.
+    #[cfg(target_arch = "arm")]
+    #[unsafe(naked)]
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn _start() -> ! {
+        core::arch::naked_asm!(
+            "mov fp, #0",
+            "mov lr, #0",
+            "mov r0, sp",
+            "bic sp, sp, #15",
+            "bl {start}",
+            "udf #0",
             start = sym start_rust,
         )
     }

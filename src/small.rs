@@ -55,14 +55,13 @@ pub(crate) struct Run {
     /// `live < slots` (it has a free slot).
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
-    /// reads these bytes, which must not be uninitialised padding. (On
-    /// 32-bit targets the words above are half as wide and this fills the
-    /// header up to the same 64 bytes, so that the class table is the same
-    /// on every target.)
+    /// reads these bytes, which must not be uninitialised padding. Fills the
+    /// header to `RUN_HEADER_BYTES` (6 bytes with 8-byte words, 30 with 4).
     reserved: [u8; RUN_RESERVED_BYTES],
 }
 
-/// Bytes of [`Run::reserved`]: 6 on 64-bit targets, 30 on 32-bit ones.
+/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: six words, two
+/// `u32`, two bytes.
 const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 6 * core::mem::size_of::<usize>() - 10;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
@@ -497,7 +496,7 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
                 "remote slot was carved",
             );
             n += 1;
-            check(n <= usize::MAX / 16, "remote list has no cycle");
+            check(n < usize::MAX / 2, "remote list has no cycle");
             slot = *slot.cast::<*mut u8>();
         }
     }

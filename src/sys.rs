@@ -62,24 +62,20 @@ pub unsafe fn kernel_brk(addr: usize) -> usize {
     unsafe { raw_syscall!(Sysno::brk, addr) }
 }
 
-/// The system call that maps memory with its six arguments in registers:
-/// `mmap` on 64-bit architectures; on i686 and arm, `mmap2` (there `mmap`
-/// is the old call that takes a pointer to a struct of arguments — arm's
-/// EABI has no `mmap` at all — and `mmap2` takes the file offset in
-/// 4096-byte units; ours is always 0).
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
-const SYS_MMAP: Sysno = Sysno::mmap;
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
-const SYS_MMAP: Sysno = Sysno::mmap2;
-
 /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous memory; returns the address.
 ///
 /// # Safety
 /// With `MAP_FIXED*` flags the caller must own `[addr, addr + len)`.
 #[inline]
 pub unsafe fn mmap_anon(addr: usize, len: usize, prot: usize, flags: usize) -> Result<usize, Errno> {
+    // 32-bit x86 and arm: `mmap2` (offset in pages; 0 here). x86's `mmap`
+    // is the old one-pointer call and arm EABI has none.
+    #[cfg(any(target_arch = "x86", target_arch = "arm"))]
+    let nr = Sysno::mmap2;
+    #[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+    let nr = Sysno::mmap;
     // SAFETY: anonymous mapping; the caller owns any fixed destination.
-    unsafe { syscall!(SYS_MMAP, addr, len, prot, flags, usize::MAX, 0) }
+    unsafe { syscall!(nr, addr, len, prot, flags, usize::MAX, 0) }
 }
 
 /// `munmap(addr, len)`.
@@ -244,6 +240,105 @@ pub unsafe fn set_fs_base(base: usize) -> Result<(), Errno> {
     unsafe { syscall!(Sysno::arch_prctl, ARCH_SET_FS, base).map(drop) }
 }
 
+/// A `struct user_desc` (i686): a TLS segment descriptor for
+/// `set_thread_area` and `clone(CLONE_SETTLS)`.
+#[cfg(target_arch = "x86")]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UserDesc {
+    /// The GDT entry; `u32::MAX` asks `set_thread_area` for a free one.
+    pub entry_number: u32,
+    /// The segment's base: the thread pointer.
+    pub base_addr: u32,
+    /// The limit, in pages (`limit_in_pages`): 0xfffff, all 4 GiB.
+    pub limit: u32,
+    /// `seg_32bit | limit_in_pages | useable`, as C libraries set it.
+    pub flags: u32,
+}
+
+#[cfg(target_arch = "x86")]
+impl UserDesc {
+    /// A flat 4 GiB data segment starting at `base` in GDT entry `entry_number`.
+    pub const fn tls(entry_number: u32, base: usize) -> Self {
+        const SEG_32BIT: u32 = 1;
+        const LIMIT_IN_PAGES: u32 = 1 << 4;
+        const USEABLE: u32 = 1 << 6;
+        UserDesc {
+            entry_number,
+            base_addr: base as u32,
+            limit: 0xf_ffff,
+            flags: SEG_32BIT | LIMIT_IN_PAGES | USEABLE,
+        }
+    }
+}
+
+/// The GDT entry `set_gs_base` got from the kernel (0: none yet); new
+/// threads get their descriptor in the same entry.
+#[cfg(target_arch = "x86")]
+static GS_ENTRY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Makes `base` the calling thread's `%gs` base (i686): a TLS descriptor
+/// from `set_thread_area` (in the entry of an earlier call, or a free one
+/// the first time), loaded into `%gs`.
+///
+/// # Safety
+/// Code that reads thread-local storage through `%gs` (a C library) must
+/// not run in this thread until a valid base is set again.
+#[cfg(target_arch = "x86")]
+pub unsafe fn set_gs_base(base: usize) -> Result<(), Errno> {
+    use core::sync::atomic::Ordering::Relaxed;
+    let entry = match GS_ENTRY.load(Relaxed) {
+        0 => u32::MAX,
+        e => e,
+    };
+    let mut desc = UserDesc::tls(entry, base);
+    // SAFETY: the kernel reads and updates (entry_number) one `struct user_desc`.
+    unsafe { syscall!(Sysno::set_thread_area, core::ptr::addr_of_mut!(desc)) }?;
+    GS_ENTRY.store(desc.entry_number, Relaxed);
+    let selector = (desc.entry_number << 3) | 3; // GDT, ring 3
+                                                 // SAFETY: the selector names the descriptor just installed; the caller's duty above.
+    unsafe { core::arch::asm!("mov gs, {0:x}", in(reg) selector, options(nostack, preserves_flags)) };
+    Ok(())
+}
+
+/// The GDT entry of the thread pointer descriptor (i686), for `clone`.
+#[cfg(target_arch = "x86")]
+fn gs_entry() -> u32 {
+    GS_ENTRY.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The base of the TLS descriptor `%gs` selects (i686), if `%gs` holds a
+/// GDT selector of one (`get_thread_area`).
+#[cfg(target_arch = "x86")]
+pub fn gs_base() -> Result<usize, Errno> {
+    let selector: u32;
+    // SAFETY: reads a segment register; no memory.
+    unsafe { core::arch::asm!("mov {0:e}, gs", out(reg) selector, options(nomem, nostack, preserves_flags)) };
+    // A GDT selector (TI bit clear) with the user privilege level.
+    if selector & 7 != 3 {
+        return Err(Errno::EINVAL);
+    }
+    let mut desc = UserDesc::tls(selector >> 3, 0);
+    // SAFETY: the kernel writes one `struct user_desc`.
+    unsafe { syscall!(Sysno::get_thread_area, core::ptr::addr_of_mut!(desc)) }?;
+    Ok(desc.base_addr as usize)
+}
+
+/// Sets the calling thread's thread pointer (`TPIDRURO`, what
+/// `mrc p15, 0, r, c13, c0, 3` reads) with the ARM private system call
+/// `__ARM_NR_set_tls`.
+///
+/// # Safety
+/// Code that reads thread-local storage (a C library) must not run in
+/// this thread until a valid value is set again.
+#[cfg(target_arch = "arm")]
+pub unsafe fn set_tls(value: usize) -> Result<(), Errno> {
+    const ARM_NR_SET_TLS: usize = 0x0f_0005;
+    // SAFETY: changes only this thread's TLS register; the caller's duty above.
+    let ret = unsafe { syscalls::raw::syscall1(ARM_NR_SET_TLS, value) };
+    Errno::from_ret(ret).map(drop)
+}
+
 /// `kill(pid, sig)`.
 #[inline]
 pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
@@ -359,8 +454,8 @@ pub fn wait4(pid: i32, options: usize) -> Result<(i32, i32), Errno> {
 pub fn alarm(seconds: u64) -> Result<(), Errno> {
     const ITIMER_REAL: usize = 0;
     // struct itimerval: it_interval, then it_value, each { tv_sec, tv_usec },
-    // all C `long`s (32 bits on i686 and arm).
-    let value: [isize; 4] = [0, 0, isize::try_from(seconds).unwrap_or(isize::MAX), 0];
+    // all `long` (32 bits on i686 and armv7).
+    let value: [core::ffi::c_long; 4] = [0, 0, seconds.min(i32::MAX as u64) as core::ffi::c_long, 0];
     // SAFETY: the kernel reads one `struct itimerval`; no old value is asked for.
     unsafe { syscall!(Sysno::setitimer, ITIMER_REAL, value.as_ptr(), 0).map(drop) }
 }
@@ -402,7 +497,13 @@ pub fn exit_thread(code: i32) -> ! {
 /// clears it then); `tls` is a valid thread-pointer value for the new thread
 /// (see [`set_fs_base`]); `entry` is sound to call with `arg` on that
 /// stack, concurrently with the caller.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "x86",
+    target_arch = "arm"
+))]
 #[inline(never)]
 pub unsafe fn clone_thread(
     stack: usize,
@@ -489,6 +590,68 @@ pub unsafe fn clone_thread(
             options(nostack),
         );
     }
+    #[cfg(target_arch = "x86")]
+    // SAFETY: as for x86_64. Here `tls` is a `struct user_desc *` (the
+    // kernel copies it during the call) for the entry `%gs` selects, and
+    // the arguments are (flags, stack, parent_tid, tls, child_tid) in ebx,
+    // ecx, edx, esi, edi. esi cannot be an operand: it is saved and loaded
+    // from `args` around the call. The child finds `arg` and `entry` on its
+    // new stack, written there first: `arg` where the call wants it, with
+    // the stack 16-byte aligned at the call.
+    unsafe {
+        let desc = UserDesc::tls(gs_entry(), tls);
+        let child_sp = stack - 16;
+        let slots = child_sp as *mut usize;
+        slots.write(arg);
+        slots.add(1).write(entry as usize);
+        let args = [Sysno::clone as usize, core::ptr::addr_of!(desc) as usize];
+        core::arch::asm!(
+            "push esi",
+            "mov esi, [eax + 4]",
+            "mov eax, [eax]",
+            "int 0x80",
+            "test eax, eax",
+            "jnz 2f",
+            // The child, on its new stack: [esp] = arg, [esp + 4] = entry.
+            "xor ebp, ebp",
+            "call [esp + 4]",
+            "ud2",
+            "2:",
+            "pop esi",
+            inlateout("eax") args.as_ptr() => ret,
+            in("ebx") CLONE_THREAD_FLAGS,
+            in("ecx") child_sp,
+            in("edx") parent_tid,
+            in("edi") child_tid,
+        );
+    }
+    #[cfg(target_arch = "arm")]
+    // SAFETY: as for x86_64; `svc` changes only r0 in the parent. The
+    // argument order is (flags, stack, parent_tid, tls, child_tid) here;
+    // `entry` and `arg` travel in r8 and r5 (r6, r7 in Thumb code and r11
+    // are LLVM's).
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            "cmp r0, #0",
+            "bne 2f",
+            "mov fp, #0",
+            "mov lr, #0",
+            "mov r0, r5",
+            "blx r8",
+            "udf #0",
+            "2:",
+            inlateout("r0") CLONE_THREAD_FLAGS as isize => ret,
+            in("r1") stack,
+            in("r2") parent_tid,
+            in("r3") tls,
+            in("r4") child_tid,
+            in("r5") arg,
+            in("r8") entry,
+            in("r7") Sysno::clone as usize,
+            options(nostack),
+        );
+    }
     if ret < 0 {
         Err(Errno::new(-ret as i32))
     } else {
@@ -504,7 +667,13 @@ pub unsafe fn clone_thread(
 /// thread's stack; the thread has nothing left to do, and no
 /// `CLONE_CHILD_CLEARTID` word inside the range (clear it with
 /// [`set_tid_address`] first).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "x86",
+    target_arch = "arm"
+))]
 pub unsafe fn munmap_and_exit(base: usize, len: usize) -> ! {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: registers only after the munmap; the caller's duties above.
@@ -554,6 +723,38 @@ pub unsafe fn munmap_and_exit(base: usize, len: usize) -> ! {
             options(noreturn, nostack),
         );
     }
+    #[cfg(target_arch = "x86")]
+    // SAFETY: as for x86_64.
+    unsafe {
+        core::arch::asm!(
+            "int 0x80",
+            "mov eax, {exit}",
+            "xor ebx, ebx",
+            "int 0x80",
+            "ud2",
+            exit = const Sysno::exit as usize,
+            in("eax") Sysno::munmap as usize,
+            in("ebx") base,
+            in("ecx") len,
+            options(noreturn, nostack),
+        );
+    }
+    #[cfg(target_arch = "arm")]
+    // SAFETY: as for x86_64.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            "mov r7, #{exit}",
+            "mov r0, #0",
+            "svc #0",
+            "udf #0",
+            exit = const Sysno::exit as usize,
+            in("r7") Sysno::munmap as usize,
+            in("r0") base,
+            in("r1") len,
+            options(noreturn, nostack),
+        );
+    }
 }
 
 /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds (the system call, not
@@ -561,15 +762,10 @@ pub unsafe fn munmap_and_exit(base: usize, len: usize) -> ! {
 #[inline]
 pub fn monotonic_ns() -> u64 {
     const CLOCK_MONOTONIC: usize = 1;
-    // `struct __kernel_timespec` (two 64-bit fields) on every architecture:
-    // the plain call on 64-bit ones, `clock_gettime64` on 32-bit ones (the
-    // plain call there fills two 32-bit `long`s).
-    #[cfg(target_pointer_width = "64")]
-    const SYS_CLOCK_GETTIME: Sysno = Sysno::clock_gettime;
-    #[cfg(target_pointer_width = "32")]
-    const SYS_CLOCK_GETTIME: Sysno = Sysno::clock_gettime64;
-    let mut ts = [0i64; 2];
-    // SAFETY: the kernel writes one `struct __kernel_timespec` into `ts`.
-    let _ = unsafe { syscall!(SYS_CLOCK_GETTIME, CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    // `struct timespec`: two `long` (the old 32-bit one on i686 and armv7:
+    // a 32-bit `tv_sec` of uptime lasts 68 years).
+    let mut ts: [core::ffi::c_long; 2] = [0; 2];
+    // SAFETY: the kernel writes one `struct timespec` into `ts`.
+    let _ = unsafe { syscall!(Sysno::clock_gettime, CLOCK_MONOTONIC, ts.as_mut_ptr()) };
     (ts[0] as u64).wrapping_mul(1_000_000_000).wrapping_add(ts[1] as u64)
 }

@@ -6,12 +6,14 @@
 //! mapping per thread, a guard page (`PROT_NONE`) at its bottom, the
 //! thread's block and the closure (later its result) at its top.
 //!
-//! **The thread pointer** (`%fs` base on x86_64, `tpidr_el0` on aarch64,
-//! `tp` on riscv64) points at the thread's block, so it is unique to each
-//! live thread and never 0, as under a C library: the allocator finds a
-//! thread's heap from it. On x86_64 the block's first word is its own
-//! address (the TLS ABI's convention, which glibc and musl follow:
-//! `mov rax, fs:0` reads the thread pointer). The main thread's block is a
+//! **The thread pointer** (`%fs` base on x86_64, `%gs` base on i686 (a
+//! `set_thread_area` descriptor), `tpidr_el0` on aarch64, `tp` on riscv64,
+//! `TPIDRURO` on armv7 (set with `__ARM_NR_set_tls`)) points at the
+//! thread's block, so it is unique to each live thread and never 0, as
+//! under a C library: the allocator finds a thread's heap from it. On x86
+//! the block's first word is its own address (the TLS ABI's convention,
+//! which glibc and musl follow: `mov rax, fs:0`, `mov eax, gs:0` read the
+//! thread pointer). The main thread's block is a
 //! static, installed by `_start` before `main`. The block also holds the
 //! thread's `errno` for the C ABI.
 //!
@@ -43,7 +45,7 @@ pub const DEFAULT_STACK_BYTES: usize = 2 << 20;
 /// What the thread pointer points at, one per live thread.
 #[repr(C, align(64))]
 pub(crate) struct Block {
-    /// The block's own address, at offset 0 for the x86_64 TLS ABI (`%fs:0`).
+    /// The block's own address, at offset 0 for the x86 TLS ABIs (`%fs:0`, `%gs:0`).
     self_addr: AtomicUsize,
     /// The thread's `errno`, for the C ABI; only its thread touches it.
     pub(crate) errno: AtomicI32,
@@ -170,6 +172,18 @@ unsafe fn set_thread_pointer(block: &'static Block) {
     unsafe {
         core::arch::asm!("mv tp, {}", in(reg) addr, options(nomem, nostack, preserves_flags))
     };
+    #[cfg(target_arch = "x86")]
+    // SAFETY: the block has its own address at offset 0, as readers of %gs:0 expect.
+    if unsafe { sys::set_gs_base(addr) }.is_err() {
+        let _ = sys::write(2, b"nolibc-alloc: rt: set_thread_area failed\n");
+        sys::abort();
+    }
+    #[cfg(target_arch = "arm")]
+    // SAFETY: no code relies on an old value of the TLS register.
+    if unsafe { sys::set_tls(addr) }.is_err() {
+        let _ = sys::write(2, b"nolibc-alloc: rt: set_tls failed\n");
+        sys::abort();
+    }
 }
 
 /// Gives the main thread its block; called by `_start` before anything else.
@@ -199,6 +213,16 @@ pub(crate) fn current_block() -> &'static Block {
     // SAFETY: reads the thread pointer register.
     unsafe {
         core::arch::asm!("mv {}, tp", out(reg) addr, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(target_arch = "x86")]
+    // SAFETY: %gs:0 holds the block's address (set_thread_pointer).
+    unsafe {
+        core::arch::asm!("mov {}, gs:0", out(reg) addr, options(nostack, readonly, preserves_flags))
+    };
+    #[cfg(target_arch = "arm")]
+    // SAFETY: reads the thread pointer register (TPIDRURO).
+    unsafe {
+        core::arch::asm!("mrc p15, 0, {}, c13, c0, 3", out(reg) addr, options(nomem, nostack, preserves_flags))
     };
     // SAFETY: _start and `spawn` point every thread's thread pointer at a
     // block that outlives the thread.

@@ -45,6 +45,16 @@ pub fn thread_pointer() -> usize {
     unsafe {
         core::arch::asm!("mv {}, tp", out(reg) tp, options(nomem, nostack, preserves_flags))
     };
+    #[cfg(target_arch = "x86")]
+    // SAFETY: glibc and musl keep the thread control block's own address at %gs:0.
+    unsafe {
+        core::arch::asm!("mov {}, gs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    #[cfg(target_arch = "arm")]
+    // SAFETY: reads the thread pointer register (TPIDRURO).
+    unsafe {
+        core::arch::asm!("mrc p15, 0, {}, c13, c0, 3", out(reg) tp, options(nomem, nostack, preserves_flags))
+    };
     tp
 }
 

@@ -35,18 +35,24 @@ pub enum Arch {
     Aarch64,
     /// `riscv64-linux-nostd.json`.
     Riscv64,
+    /// `i686-linux-nostd.json`.
+    I686,
+    /// `arm-linux-nostd.json`: armv7, hard-float.
+    Armv7,
 }
 
 impl Arch {
     /// Every target spec.
-    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::Aarch64, Arch::Riscv64];
+    pub const ALL: [Arch; 5] = [Arch::X86_64, Arch::Aarch64, Arch::Riscv64, Arch::I686, Arch::Armv7];
 
-    /// The name used on the command line and in the spec's file name.
+    /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
             Arch::Riscv64 => "riscv64",
+            Arch::I686 => "i686",
+            Arch::Armv7 => "armv7",
         }
     }
 
@@ -55,20 +61,27 @@ impl Arch {
         Arch::ALL
             .into_iter()
             .find(|a| a.name() == name)
-            .ok_or_else(|| format!("unknown arch `{name}` (expected x86_64, aarch64 or riscv64)"))
+            .ok_or_else(|| format!("unknown arch `{name}` (expected x86_64, aarch64, riscv64, i686 or armv7)"))
     }
 
     /// The target spec's stem, also the directory cargo builds into.
     pub fn target(self) -> String {
-        format!("{}-linux-nostd", self.name())
+        match self {
+            Arch::Armv7 => "arm-linux-nostd".into(),
+            _ => format!("{}-linux-nostd", self.name()),
+        }
     }
 
-    /// The qemu-user emulator needed to run it here, if any.
+    /// The qemu-user emulator needed to run it here, if any. An x86_64
+    /// kernel usually runs i686 programs itself (`CONFIG_IA32_EMULATION`):
+    /// that is tried once, with a minimal i686 program.
     pub fn qemu(self) -> Option<&'static str> {
         let native = match self {
             Arch::X86_64 => cfg!(target_arch = "x86_64"),
             Arch::Aarch64 => cfg!(target_arch = "aarch64"),
             Arch::Riscv64 => cfg!(target_arch = "riscv64"),
+            Arch::I686 => cfg!(target_arch = "x86") || (cfg!(target_arch = "x86_64") && runs_i686()),
+            Arch::Armv7 => cfg!(target_arch = "arm"),
         };
         if native {
             return None;
@@ -77,8 +90,65 @@ impl Arch {
             Arch::X86_64 => "qemu-x86_64",
             Arch::Aarch64 => "qemu-aarch64",
             Arch::Riscv64 => "qemu-riscv64",
+            Arch::I686 => "qemu-i386",
+            Arch::Armv7 => "qemu-arm",
         })
     }
+}
+
+/// Whether this kernel runs i686 programs: runs (once per process) a
+/// 93-byte static i686 ELF that only calls `exit(0)`.
+fn runs_i686() -> bool {
+    static RUNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RUNS.get_or_init(|| {
+        const BASE: u32 = 0x0804_8000;
+        const CODE: [u8; 9] = [
+            0xb8, 1, 0, 0, 0, // mov eax, 1 (exit)
+            0x31, 0xdb, // xor ebx, ebx
+            0xcd, 0x80, // int 0x80
+        ];
+        let size = (52 + 32 + CODE.len()) as u32;
+        let mut elf = vec![0x7f, b'E', b'L', b'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        fn put16(elf: &mut Vec<u8>, v: u16) {
+            elf.extend_from_slice(&v.to_le_bytes());
+        }
+        fn put32(elf: &mut Vec<u8>, v: u32) {
+            elf.extend_from_slice(&v.to_le_bytes());
+        }
+        put16(&mut elf, 2); // ET_EXEC
+        put16(&mut elf, 3); // EM_386
+        put32(&mut elf, 1); // version
+        put32(&mut elf, BASE + 52 + 32); // entry
+        put32(&mut elf, 52); // program headers
+        put32(&mut elf, 0); // no section headers
+        put32(&mut elf, 0); // flags
+        for v in [52, 32, 1, 0, 0, 0] {
+            put16(&mut elf, v); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+        }
+        // PT_LOAD of the whole file, read + execute.
+        for v in [1, 0, BASE, BASE, size, size, 5, 0x1000] {
+            put32(&mut elf, v);
+        }
+        elf.extend_from_slice(&CODE);
+        let dir = build_dir();
+        let path = dir.join(format!("i686-probe-{}", std::process::id()));
+        let ran = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(&dir).ok()?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o755)
+                .open(&path)
+                .ok()?;
+            std::io::Write::write_all(&mut file, &elf).ok()?;
+            drop(file);
+            Command::new(&path).status().ok()
+        })();
+        let _ = std::fs::remove_file(&path);
+        ran.is_some_and(|s| s.success())
+    })
 }
 
 /// The repository root: the nearest ancestor of this crate's manifest

@@ -9,8 +9,8 @@
 //! cargo xtask size [--opt-levels]               footprint tables (examples, peers, C, memory at start)
 //! ```
 //!
-//! `A` is x86_64 (default), aarch64 or riscv64; foreign arches run under
-//! qemu-user. `--page-size` is passed to qemu as `-p` (aarch64 only honours it).
+//! `A` is x86_64 (default), aarch64, riscv64, i686 or armv7; foreign arches
+//! run under qemu-user (i686 natively where the kernel runs it). `--page-size` is passed to qemu as `-p` (aarch64 only honours it).
 
 mod freestanding;
 mod size;
@@ -26,7 +26,7 @@ usage:
   cargo xtask build [--example NAME]... [--arch A|all]
   cargo xtask run --example NAME [--arch A] [--page-size N] [-- ARGS...]
   cargo xtask size [--opt-levels]
-arches: x86_64 (default), aarch64, riscv64 (run under qemu-user)";
+arches: x86_64 (default), aarch64, riscv64, i686, armv7 (foreign ones run under qemu-user)";
 
 struct Options {
     arches: Vec<Arch>,
