@@ -18,7 +18,8 @@
 //! 64-bit one the program first sets its own `RLIMIT_AS` to what it uses
 //! plus 256 MiB, so that the same story plays out in bounded memory; where
 //! that limit is not enforced (qemu-user ignores `RLIMIT_AS` for its guest)
-//! each phase stops at a 256 MiB budget instead, and the program says so.
+//! each size stops at a budget instead (128 MiB of 16 MiB blocks, 64 MiB of
+//! 1 MiB ones, ... 8 MiB of 48-byte ones), and the program says so.
 //!
 //! Blocks are chained through their first word (no bookkeeping that would
 //! itself allocate) and only their first and last words are touched: the
@@ -116,40 +117,48 @@ fn map_lines(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
     })
 }
 
-/// The lowest address mmap may use (`vm.mmap_min_addr`; 64 KiB if unknown).
+/// The lowest address mmap may use: `vm.mmap_min_addr`, but at least 64
+/// KiB (with a security module built in, the kernel enforces the larger of
+/// that sysctl and `CONFIG_LSM_MMAP_MIN_ADDR`, 64 KiB in Debian's kernels,
+/// even for root; the sysctl shows only the first).
 fn mmap_min_addr() -> usize {
     let mut buf = [0u8; 32];
-    match os::read_file(b"/proc/sys/vm/mmap_min_addr\0", &mut buf) {
-        Some(len) if len > 0 => buf[..len]
+    let sysctl = match os::read_file(b"/proc/sys/vm/mmap_min_addr\0", &mut buf) {
+        Some(len) => buf[..len]
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .fold(0, |v, &d| v * 10 + (d - b'0') as usize),
-        _ => 64 * KIB,
-    }
+        None => 0,
+    };
+    sysctl.max(64 * KIB)
 }
 
-/// The largest hole mmap could still use: between the mappings, above
-/// `mmap_min_addr`, below the main stack and not in the guard gap the
-/// kernel keeps below it (256 pages).
+/// The largest hole mmap could still use: between two mappings (what lies
+/// above the last one is not the process's), above `mmap_min_addr`, and not
+/// in the guard gap the kernel keeps below the main stack (256 pages).
+/// `[vsyscall]` (x86_64) lies above user space.
 fn largest_hole(text: &[u8]) -> (usize, usize) {
     let page = os::page_size();
     let mut prev_end = mmap_min_addr();
     let mut best = (0, 0);
     for (start, end, line) in map_lines(text) {
-        let stack = line.ends_with(b"[stack]");
-        let top = if stack { start.saturating_sub(256 * page) } else { start };
+        if line.ends_with(b"[vsyscall]") {
+            break;
+        }
+        let top = if line.ends_with(b"[stack]") {
+            start.saturating_sub(256 * page)
+        } else {
+            start
+        };
         if top > prev_end && top - prev_end > best.1 {
             best = (prev_end, top - prev_end);
         }
         prev_end = prev_end.max(end);
-        if stack {
-            break;
-        }
     }
     best
 }
 
-fn print_picture(text: &[u8]) {
+fn print_picture(text: &[u8], limit: Limit) {
     let lines = map_lines(text).count();
     let mut mapped = 0;
     for (i, (start, end, line)) in map_lines(text).enumerate() {
@@ -162,13 +171,17 @@ fn print_picture(text: &[u8]) {
         }
     }
     let (at, hole) = largest_hole(text);
-    println!(
-        "  {} mappings, {} MiB mapped; largest hole left: {} KiB at {:#x}",
-        lines,
-        mapped / MIB,
-        hole / KIB,
-        at
-    );
+    if limit == Limit::AddressSpace {
+        println!(
+            "  {} mappings, {} MiB mapped; largest hole left: {} KiB at {:#x}",
+            lines,
+            mapped / MIB,
+            hole / KIB,
+            at
+        );
+    } else {
+        println!("  {} mappings, {} MiB mapped (the limit is not the address space)", lines, mapped / MIB);
+    }
 }
 
 /// Blocks of one size, chained through their first word.
@@ -328,30 +341,39 @@ fn run() -> Result<(), &'static str> {
         Limit::AddressSpace => println!("3. limit: the {}-bit address space", usize::BITS),
         Limit::Rlimit(l) => println!("3. limit: RLIMIT_AS {} MiB (what the process used + {} MiB)", l / MIB, ROOM / MIB),
         Limit::Budget => println!(
-            "3. limit: RLIMIT_AS is not enforced here (qemu-user ignores it for its guest): each size stops at a {} MiB budget",
-            ROOM / MIB
+            "3. limit: RLIMIT_AS is not enforced here (qemu-user ignores it for its guest): each size stops at a budget, {} MiB for the first, half that for the next, ...",
+            ROOM / 2 / MIB
         ),
     }
-    let budget = (limit == Limit::Budget).then_some(ROOM);
     touch_stack(128 * KIB);
     let mut chains: Vec<Chain> = Vec::with_capacity(SIZES.len());
     let mut total = 0;
-    for size in SIZES {
+    for (k, size) in SIZES.into_iter().enumerate() {
+        // Half the room for the first size, a quarter for the next, ...
+        let budget = (limit == Limit::Budget).then_some(ROOM >> (k + 1));
         let c = Chain::fill(size, budget);
         total += c.count * size;
         println!("   {:>9} x {:>7} B = {:>5} MiB", c.count, size, c.count * size / MIB);
         chains.push(c);
     }
-    println!("   {} MiB allocated in all before null", total / MIB);
+    if limit == Limit::Budget {
+        println!("   {} MiB allocated in all within the budgets", total / MIB);
+    } else {
+        println!("   {} MiB allocated in all before null", total / MIB);
+    }
     if chains[0].count == 0 {
         return Err("not one large block was served");
     }
 
     // 4. The picture at exhaustion.
-    println!("4. the address space at exhaustion (/proc/self/maps):");
+    if limit == Limit::Budget {
+        println!("4. the address space at the end of the budgets (/proc/self/maps):");
+    } else {
+        println!("4. the address space at exhaustion (/proc/self/maps):");
+    }
     match maps() {
         Some(text) => {
-            print_picture(text);
+            print_picture(text, limit);
             if limit == Limit::AddressSpace && largest_hole(text).1 >= MAX_HOLE_LEFT {
                 return Err("null with a large hole left in the address space");
             }
@@ -387,7 +409,7 @@ fn run() -> Result<(), &'static str> {
     if !intact {
         return Err("a block lost its contents");
     }
-    let again = Chain::fill(SIZES[0], budget);
+    let again = Chain::fill(SIZES[0], (limit == Limit::Budget).then_some(ROOM / 2));
     println!(
         "5. all freed; {} x 16 MiB again (before: {})",
         again.count, first_large

@@ -195,6 +195,44 @@ fn check_threads(arch: Arch, page_size: Option<usize>) {
     );
 }
 
+/// `exhaust`: until null, the picture, freed, served again. The limit is
+/// the address space on 32-bit targets, the program's own RLIMIT_AS on
+/// x86_64, and a budget under qemu-user for 64-bit guests (qemu does not
+/// apply RLIMIT_AS to its guest; the program checks and says so).
+fn check_exhaust(arch: Arch) {
+    let out = run_ok(arch, "exhaust", None);
+    let what = format!("exhaust on {}:\n{out}", arch.name());
+    assert!(out.contains("brk blocked"), "{what}");
+    let (limit, null) = match arch {
+        Arch::I686 | Arch::Armv7 => ("3. limit: the 32-bit address space", true),
+        Arch::X86_64 => ("3. limit: RLIMIT_AS", true),
+        Arch::Aarch64 | Arch::Riscv64 => ("3. limit: RLIMIT_AS is not enforced here", false),
+    };
+    assert!(out.contains(limit), "{what}");
+    if null {
+        assert!(
+            out.contains("allocated in all before null") && out.contains("every tier answers null"),
+            "{what}"
+        );
+    }
+    if matches!(arch, Arch::I686 | Arch::Armv7) {
+        // Gigabytes before null, and the hole left is printed (checked < 512 KiB by the program).
+        let mib: usize = out
+            .lines()
+            .find_map(|l| l.trim().strip_suffix(" MiB allocated in all before null"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(mib >= 2048, "{what}");
+        assert!(out.contains("largest hole left:"), "{what}");
+    }
+    assert!(out.contains("every tier serves again"), "{what}");
+    eprintln!(
+        "exhaust on {}: {}",
+        arch.name(),
+        out.lines().find(|l| l.contains("allocated in all")).unwrap_or_default().trim()
+    );
+}
+
 /// Every example, the page size the runtime took from `AT_PAGESZ`, and the
 /// panic handler.
 fn check_arch(arch: Arch, page_size: usize) {
@@ -216,6 +254,7 @@ fn check_arch(arch: Arch, page_size: usize) {
     );
 
     check_threads(arch, None);
+    check_exhaust(arch);
 
     let (out, stdout) = run(arch, "hello", None, &["--panic", "x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
