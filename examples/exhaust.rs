@@ -56,9 +56,11 @@ const SIZES: [usize; 5] = [16 * MIB, MIB, 160 * KIB, 20 * KIB, 48];
 /// Room above what the process uses, on 64-bit targets (`RLIMIT_AS`).
 const ROOM: usize = 256 * MIB;
 
-/// Nothing this large may be left unmapped when the allocator says null
-/// (a 48-byte slot needs a 64 KiB run, aligned: about 132 KiB of mapping).
-const MAX_HOLE_LEFT: usize = 512 * KIB;
+/// No hole this large may be left when the allocator says null to a
+/// 48-byte block: its class needs a 64 KiB run aligned to 64 KiB, which a
+/// new region of 64 + 64 KiB plus headers, 132 KiB in pages, holds. (A
+/// hole of 132 KiB would take that region: the null came too early.)
+const MAX_HOLE_LEFT: usize = 132 * KIB;
 
 /// What limits the address space.
 #[derive(Clone, Copy, PartialEq, Eq)]

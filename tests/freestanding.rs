@@ -216,7 +216,7 @@ fn check_exhaust(arch: Arch) {
         );
     }
     if matches!(arch, Arch::I686 | Arch::Armv7) {
-        // Gigabytes before null, and the hole left is printed (checked < 512 KiB by the program).
+        // Gigabytes before null, and the hole left is printed (checked < 132 KiB by the program).
         let mib: usize = out
             .lines()
             .find_map(|l| l.trim().strip_suffix(" MiB allocated in all before null"))
