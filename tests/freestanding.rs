@@ -279,25 +279,23 @@ fn check_arch(arch: Arch, page_size: usize) {
     check_no_fmt(arch);
 }
 
-#[test]
-fn x86_64() {
-    build(Arch::X86_64);
-    check_arch(Arch::X86_64, 4096);
-    // Hostile environments, natively only (an emulator's own memory would be
-    // squeezed too): null, never a crash, and allocation works again.
+/// Hostile environments, natively only (an emulator's own memory would be
+/// squeezed too): null, never a crash, and allocation works again.
+fn check_hostile(arch: Arch) {
     for scenario in ["rlimit-data", "rlimit-as", "reserve"] {
-        let out = run_ok_with(
-            Arch::X86_64,
-            "hostile",
-            None,
-            &[scenario],
-            &format!("hostile {scenario}"),
-        );
+        let out = run_ok_with(arch, "hostile", None, &[scenario], &format!("hostile {scenario}"));
         assert!(
             out.contains("before null") && out.contains("works again after frees"),
             "{out}"
         );
     }
+}
+
+#[test]
+fn x86_64() {
+    build(Arch::X86_64);
+    check_arch(Arch::X86_64, 4096);
+    check_hostile(Arch::X86_64);
 }
 
 #[test]
@@ -320,4 +318,19 @@ fn aarch64() {
 fn riscv64() {
     build(Arch::Riscv64);
     check_arch(Arch::Riscv64, 4096);
+}
+
+#[test]
+fn i686() {
+    build(Arch::I686);
+    check_arch(Arch::I686, 4096);
+    if Arch::I686.qemu().is_none() {
+        check_hostile(Arch::I686);
+    }
+}
+
+#[test]
+fn armv7() {
+    build(Arch::Armv7);
+    check_arch(Arch::Armv7, 4096);
 }

@@ -226,3 +226,13 @@ fn aarch64() {
 fn riscv64() {
     build_and_run(Arch::Riscv64);
 }
+
+#[test]
+fn i686() {
+    build_and_run(Arch::I686);
+}
+
+#[test]
+fn armv7() {
+    build_and_run(Arch::Armv7);
+}
