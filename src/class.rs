@@ -176,6 +176,34 @@ pub fn info(class: usize) -> ClassInfo {
     }
 }
 
+/// The last class in runs of [`RUN_BYTES_SMALL`] and of [`RUN_BYTES_MID`].
+const LAST_IN_RUN: [usize; 2] = {
+    let mut last = [0; 2];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        match run_bytes_for(class_size(i)) {
+            RUN_BYTES_SMALL => last[0] = i,
+            RUN_BYTES_MID => last[1] = i,
+            _ => {}
+        }
+        i += 1;
+    }
+    last
+};
+
+/// Run size of `class` in bytes, by two comparisons (no table); any class
+/// past the last is taken to be in the largest runs.
+#[inline(always)]
+pub const fn run_bytes(class: usize) -> usize {
+    if class <= LAST_IN_RUN[0] {
+        RUN_BYTES_SMALL
+    } else if class <= LAST_IN_RUN[1] {
+        RUN_BYTES_MID
+    } else {
+        RUN_BYTES_BIG
+    }
+}
+
 /// Slot size of `class` in bytes (below [`CLASS_COUNT`]).
 #[inline]
 pub fn size(class: usize) -> usize {
@@ -233,6 +261,8 @@ const _: () = {
         assert!(c.slots >= 7);
         // Every field survives packing.
         assert!(c.slot0 < 1 << 16 && c.slots < 1 << 16);
+        // The run-size ranges are contiguous: `run_bytes` agrees.
+        assert!(c.run_bytes as usize == run_bytes(i));
         if i > 0 {
             assert!(class_size(i) > class_size(i - 1));
         }

@@ -145,7 +145,14 @@ pub(crate) struct Tuning {
 impl Tuning {
     pub(crate) const fn new(c: Config) -> Self {
         Tuning {
-            mmap_threshold_x: c.mmap_threshold ^ DEFAULT_MMAP_THRESHOLD_BYTES,
+            // At least a page, as `Config::mmap_threshold` makes it (the
+            // field is public): the 16-byte classes (up to 1 KiB) then never
+            // reach it, which `small_class` relies on.
+            mmap_threshold_x: (if c.mmap_threshold < 4096 {
+                4096
+            } else {
+                c.mmap_threshold
+            }) ^ DEFAULT_MMAP_THRESHOLD_BYTES,
             trim_threshold_x: AtomicUsize::new(c.trim_threshold ^ DEFAULT_TRIM_THRESHOLD_BYTES),
             fixed_threshold: AtomicBool::new(!c.adaptive_threshold),
             brk: match c.use_brk {

@@ -85,6 +85,21 @@ pub fn fault_in(call: Call, kind: Fault, addr: usize) -> ! {
     report(Some(call), kind, addr)
 }
 
+/// [`fault_in`] of [`Fault::InvalidPointer`]: two arguments in registers,
+/// so that the hot paths that may call it need no stack frame.
+#[cold]
+#[inline(never)]
+pub fn invalid_pointer(call: Call, addr: usize) -> ! {
+    report(Some(call), Fault::InvalidPointer, addr)
+}
+
+/// [`fault_in`] of [`Fault::DoubleFree`] (see [`invalid_pointer`]).
+#[cold]
+#[inline(never)]
+pub fn double_free(call: Call, addr: usize) -> ! {
+    report(Some(call), Fault::DoubleFree, addr)
+}
+
 /// Writes `nolibc-alloc: <fault> 0x<addr>` to stderr and aborts: for faults
 /// found outside a call that frees (validation, a failed system call).
 #[cold]

@@ -38,11 +38,12 @@
 //! reused.
 
 use core::cell::UnsafeCell;
-use core::ptr::{self, NonNull};
+use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
 
 use crate::os::Source;
-use crate::small::{self, Arena, Run};
+use crate::outbox::Outbox;
+use crate::small::Arena;
 
 /// Number of thread heaps in the table of each allocator.
 pub const HEAP_COUNT: usize = 64;
@@ -72,6 +73,8 @@ pub(crate) struct Heap {
     /// Kernel thread id of the owner (0 if the source does not know).
     tid: AtomicU32,
     arena: UnsafeCell<Arena>,
+    /// Slots the owner freed into other heaps, not yet handed over.
+    outbox: UnsafeCell<Outbox>,
     /// Slots freed by other threads, linked through their first word; on a
     /// cache line of its own, so that other threads' pushes do not take away
     /// the line the owner reads on every call.
@@ -87,10 +90,36 @@ unsafe impl Sync for Heap {}
 // SAFETY: as above.
 unsafe impl Send for Heap {}
 
+/// The caller's stack pointer (near enough: any address in its frame).
 #[inline(always)]
 pub(crate) fn stack_pointer() -> usize {
-    let marker = 0u8;
-    ptr::addr_of!(marker) as usize
+    let sp: usize;
+    // Read from the register where we can: the address of a local would
+    // give the fast paths a stack frame of their own.
+    #[cfg(all(not(miri), target_arch = "x86_64"))]
+    // SAFETY: reads a register; no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(all(not(miri), target_arch = "aarch64"))]
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(all(not(miri), target_arch = "riscv64"))]
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(all(
+        not(miri),
+        any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+    )))]
+    {
+        let marker = 0u8;
+        sp = ptr::addr_of!(marker) as usize;
+    }
+    sp
 }
 
 /// Whether the caller's stack pointer lies in the window below `top`.
@@ -125,6 +154,7 @@ impl Heap {
             stack: AtomicUsize::new(0),
             tid: AtomicU32::new(0),
             arena: UnsafeCell::new(Arena::new()),
+            outbox: UnsafeCell::new(Outbox::new()),
             remote: RemoteList(AtomicPtr::new(ptr::null_mut())),
         }
     }
@@ -146,27 +176,41 @@ impl Heap {
         unsafe { &mut *self.arena.get() }
     }
 
+    /// The owner's outbox.
+    ///
+    /// # Safety
+    /// The caller owns the heap ([`Heap::is_mine`] or a claim).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // exclusivity is the owner's, as documented
+    pub(crate) unsafe fn outbox(&self) -> &mut Outbox {
+        // SAFETY: only the owner touches the outbox.
+        unsafe { &mut *self.outbox.get() }
+    }
+
+    /// The outbox, for checking with no other thread in the allocator.
+    pub(crate) fn outbox_shared(&self) -> *const Outbox {
+        self.outbox.get()
+    }
+
     /// The arena for reading counters that are atomics.
     pub(crate) fn arena_shared(&self) -> *const Arena {
         self.arena.get()
     }
 
-    /// Pushes a slot of one of this heap's runs freed by another thread.
+    /// Pushes a chain of marked slots of this heap's runs, `head` to `tail`
+    /// linked through their first word, in one compare-and-swap.
     ///
     /// # Safety
-    /// `ptr` is a live slot of `run`, a run of this heap.
-    #[inline]
-    pub(crate) unsafe fn push_remote(&self, run: NonNull<Run>, ptr: NonNull<u8>, call: crate::fault::Call) {
-        // SAFETY: forwarded; the slot is the caller's until pushed.
-        unsafe { small::mark_remote(run, ptr, call) };
-        let slot = ptr.as_ptr();
-        let mut head = self.remote.0.load(Relaxed);
+    /// The slots are marked by [`small::mark_remote`], slots of this heap's
+    /// runs, and the caller's alone.
+    pub(crate) unsafe fn push_remote_chain(&self, head: *mut u8, tail: *mut u8) {
+        let mut old = self.remote.0.load(Relaxed);
         loop {
             // SAFETY: a live slot has room for the link word.
-            unsafe { slot.cast::<*mut u8>().write(head) };
-            match self.remote.0.compare_exchange_weak(head, slot, Release, Relaxed) {
+            unsafe { tail.cast::<*mut u8>().write(old) };
+            match self.remote.0.compare_exchange_weak(old, head, Release, Relaxed) {
                 Ok(_) => return,
-                Err(now) => head = now,
+                Err(now) => old = now,
             }
         }
     }

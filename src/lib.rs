@@ -22,6 +22,7 @@ mod lock;
 mod map_cache;
 mod medium;
 pub mod os;
+mod outbox;
 mod small;
 mod stats;
 pub mod sys;
@@ -191,6 +192,10 @@ impl<S: Source> NolibcAlloc<S> {
     unsafe fn tidy_heap(&self, index: usize) -> usize {
         let heap = &self.heaps[index];
         // SAFETY: the caller owns the heap.
+        for chain in unsafe { heap.outbox() }.take_all().into_iter().flatten() {
+            self.hand_over(chain);
+        }
+        // SAFETY: the caller owns the heap.
         let arena = unsafe { heap.arena() };
         self.drain_remote(heap, arena);
         self.drain_empty(arena)
@@ -266,17 +271,26 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe {
                 let next = *slot.cast::<*mut u8>();
                 let run = small::run_of_remote(slot);
-                let freed = arena.free(
-                    run,
-                    NonNull::new_unchecked(slot),
-                    self.tuning.trim_threshold(),
-                    true,
-                    Call::Dealloc,
-                );
-                self.after_free(arena, freed);
+                if !arena.free(run, NonNull::new_unchecked(slot), true, Call::Dealloc) {
+                    self.free_rest(arena, run);
+                }
                 slot = next;
             }
         }
+    }
+
+    /// The rest of a free that [`Arena::free`] could not finish: the run was
+    /// full (it is listed again) or is empty now (kept, given back, or the
+    /// end of a burst).
+    ///
+    /// # Safety
+    /// `run` is a run of `arena`, of which `Arena::free` just freed a slot.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_rest(&self, arena: &mut Arena, run: NonNull<small::Run>) {
+        // SAFETY: forwarded.
+        let freed = unsafe { arena.free_tail(run, self.tuning.trim_threshold()) };
+        self.after_free(arena, freed);
     }
 
     /// What a free left to do: a run to give back, or a burst's end.
@@ -314,6 +328,13 @@ impl<S: Source> NolibcAlloc<S> {
             small += unsafe { (*heap.arena_shared()).validate() };
             // SAFETY: as above; the list is this heap's.
             unsafe { small::validate_remote(heap.remote_list(), index) };
+            // SAFETY: as above; each chain holds slots of its destination
+            // (null-terminated, like a remote list).
+            unsafe {
+                for chain in (*heap.outbox_shared()).chains() {
+                    small::validate_remote(chain.head, chain.dest);
+                }
+            }
         }
         for arena in &self.arenas {
             small += arena.lock().validate();
@@ -349,26 +370,27 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[inline]
     fn alloc_small(&self, class: usize) -> *mut u8 {
-        let id = self.os.source.thread_identity();
-        if id != 0 {
-            let heap = &self.heaps[heap::home(id)];
-            if heap.is_mine(id) {
-                // SAFETY: the calling thread owns the heap.
-                if let Some(p) = unsafe { heap.arena() }.alloc(class) {
-                    return p.as_ptr();
-                }
+        let id = self.os.source.thread_identity_fast();
+        let heap = &self.heaps[heap::home(id)];
+        if id != 0 && heap.is_mine(id) {
+            // SAFETY: the calling thread owns the heap.
+            if let Some(p) = unsafe { heap.arena() }.alloc(class) {
+                return p.as_ptr();
             }
-            return self.alloc_small_slow(id, class);
         }
-        self.alloc_locked(class)
+        self.alloc_small_slow(class)
     }
 
-    /// A slot for a thread with an identity, the fast path having failed:
+    /// A slot, the fast path having failed: for a thread with an identity,
     /// its heap found (or claimed), slots freed by other threads taken back,
-    /// a new run if the class has none.
+    /// a new run if the class has none; else from a locked arena.
     #[cold]
     #[inline(never)]
-    fn alloc_small_slow(&self, id: usize, class: usize) -> *mut u8 {
+    fn alloc_small_slow(&self, class: usize) -> *mut u8 {
+        let id = self.os.source.thread_identity();
+        if id == 0 {
+            return self.alloc_locked(class);
+        }
         let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
             return self.alloc_locked(class);
         };
@@ -450,6 +472,32 @@ impl<S: Source> NolibcAlloc<S> {
     unsafe fn free_slot(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, call: Call) {
         // SAFETY: `run` was checked.
         let index = unsafe { small::arena_of(run) };
+        let id = self.os.source.thread_identity_fast();
+        if let Some(heap) = self.heaps.get(index) {
+            if id != 0 && heap.is_mine(id) {
+                // SAFETY: the calling thread owns the heap and the run is one of its.
+                unsafe {
+                    let arena = heap.arena();
+                    if !arena.free(run, ptr, false, call) {
+                        self.free_rest(arena, run);
+                    }
+                }
+                return;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.free_slot_other(run, ptr, index, call) }
+    }
+
+    /// [`Self::free_slot`] when the fast path does not apply: a slot of
+    /// another thread's heap, of a locked arena, or a caller whose identity
+    /// is not decided yet.
+    ///
+    /// # Safety
+    /// As `free_slot`; `index` is the run's arena.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slot_other(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, index: usize, call: Call) {
         if index < HEAP_COUNT {
             let heap = &self.heaps[index];
             let id = self.os.source.thread_identity();
@@ -457,9 +505,8 @@ impl<S: Source> NolibcAlloc<S> {
                 // SAFETY: the calling thread owns the heap and the run is one of its.
                 unsafe {
                     let arena = heap.arena();
-                    let freed = arena.free(run, ptr, self.tuning.trim_threshold(), false, call);
-                    if !matches!(freed, Freed::Done) {
-                        self.after_free(arena, freed);
+                    if !arena.free(run, ptr, false, call) {
+                        self.free_rest(arena, run);
                     }
                 }
             } else {
@@ -467,12 +514,44 @@ impl<S: Source> NolibcAlloc<S> {
                 // checked here: the owner takes it back unchecked).
                 unsafe {
                     small::check_slot(run, ptr, call);
-                    heap.push_remote(run, ptr, call);
+                    small::mark_remote(run, ptr, call);
+                    self.send_remote(id, index, run, ptr);
                 }
             }
             return;
         }
         self.free_locked(run, ptr, index, call);
+    }
+
+    /// Hands a slot of heap `dest`, freed by thread `id` (marked and
+    /// checked), to its owner: through the caller's outbox if the caller
+    /// has a heap at its home entry and the slot is small, else pushed alone.
+    ///
+    /// # Safety
+    /// `ptr` is a slot of `run`, a run of heap `dest`, marked by
+    /// [`small::mark_remote`] and the caller's alone.
+    #[inline]
+    unsafe fn send_remote(&self, id: usize, dest: usize, run: NonNull<small::Run>, ptr: NonNull<u8>) {
+        let mine = &self.heaps[heap::home(id)];
+        // SAFETY: `run` is a checked live run.
+        let small = unsafe { small::slot_size(run) } <= outbox::MAX_SLOT_BYTES;
+        if id != 0 && small && mine.is_mine(id) {
+            // SAFETY: the caller owns `mine`; the slot is the caller's.
+            if let Some(chain) = unsafe { mine.outbox().push(dest, ptr.as_ptr()) } {
+                self.hand_over(chain);
+            }
+            return;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.heaps[dest].push_remote_chain(ptr.as_ptr(), ptr.as_ptr()) };
+    }
+
+    /// Pushes a chain out of an outbox onto its destination's remote list.
+    fn hand_over(&self, chain: outbox::Chain) {
+        if let Some(heap) = self.heaps.get(chain.dest) {
+            // SAFETY: outboxes hold marked slots of the destination's runs.
+            unsafe { heap.push_remote_chain(chain.head, chain.tail) };
+        }
     }
 
     #[cold]
@@ -483,8 +562,11 @@ impl<S: Source> NolibcAlloc<S> {
         };
         let mut arena = arena.lock();
         // SAFETY: the run belongs to that arena, whose lock is held.
-        let freed = unsafe { arena.free(run, ptr, self.tuning.trim_threshold(), false, call) };
-        self.after_free(&mut arena, freed);
+        unsafe {
+            if !arena.free(run, ptr, false, call) {
+                self.free_rest(&mut arena, run);
+            }
+        }
     }
 
     /// Gives an empty run back to the core, which keeps it dirty for reuse
@@ -581,7 +663,8 @@ impl<S: Source> NolibcAlloc<S> {
     /// of memory or too large.
     #[inline]
     pub fn alloc_aligned16(&self, size: usize) -> *mut u8 {
-        if size <= 1024 && size < self.tuning.mmap_threshold() {
+        // (The mmap threshold is at least 4 KiB: see `Tuning::new`.)
+        if size <= 1024 {
             // The 16-byte classes: size 0 counts as 1.
             return self.alloc_small(size.saturating_sub(1) >> 4);
         }
@@ -593,15 +676,22 @@ impl<S: Source> NolibcAlloc<S> {
     }
 
     /// The size class serving `size` and `align`, if the small tier does.
-    #[inline]
+    #[inline(always)]
     fn small_class(&self, size: usize, align: usize) -> Option<usize> {
-        if size >= self.tuning.mmap_threshold() {
-            return None;
-        }
         if size <= 1024 && align <= 16 {
             // The 16-byte classes, multiples of 16: the one of max(size,
             // align), size 0 counting as 1 (what `class_for` computes).
+            // The mmap threshold is at least 4 KiB (`Tuning::new`).
             return Some(size.max(align).saturating_sub(1) >> 4);
+        }
+        self.larger_class(size, align)
+    }
+
+    /// [`Self::small_class`] above the 16-byte classes.
+    #[inline(never)]
+    fn larger_class(&self, size: usize, align: usize) -> Option<usize> {
+        if size >= self.tuning.mmap_threshold() {
+            return None;
         }
         class_for(size, align)
     }
@@ -767,6 +857,19 @@ impl<S: Source> NolibcAlloc<S> {
                     None => self.bad_pointer(ptr, Call::CFree),
                 }
             }
+            self.free_unsized_block(ptr);
+        }
+    }
+
+    /// [`Self::free_unsized`] of a block with a header (medium or large).
+    ///
+    /// # Safety
+    /// As `free_unsized`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_unsized_block(&self, ptr: NonNull<u8>) {
+        // SAFETY: forwarded.
+        unsafe {
             let (block, _) = self.locate_unsized(ptr, Call::CFree);
             self.dealloc_located(ptr, block, Call::CFree);
         }

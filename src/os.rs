@@ -179,6 +179,13 @@ pub unsafe trait Source {
         0
     }
 
+    /// [`Source::thread_identity`] if it is cheap to know, else 0 (the
+    /// caller then asks `thread_identity` on its slow path).
+    #[inline(always)]
+    fn thread_identity_fast(&self) -> usize {
+        self.thread_identity()
+    }
+
     /// The calling thread's kernel id; 0 if unknown.
     fn thread_id(&self) -> u32 {
         0
@@ -285,6 +292,11 @@ unsafe impl Source for Linux {
     #[inline(always)]
     fn thread_identity(&self) -> usize {
         crate::identity::thread_pointer()
+    }
+
+    #[inline(always)]
+    fn thread_identity_fast(&self) -> usize {
+        crate::identity::thread_pointer_fast()
     }
 
     unsafe fn note_allocator(&self, alloc: *const ()) {

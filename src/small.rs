@@ -2,7 +2,7 @@
 //!
 //! A *run* is a block of `run_bytes` from the core, aligned to its size, that
 //! starts with a [`Run`] header, then slots. A free slot holds the free-list
-//! link and a marker (its address ^ a constant) that a second free finds:
+//! link and a marker (its address ^ its run's ^ a constant) that a second free finds:
 //! double-free detection without touching another cache line. Each run
 //! keeps its own free list and live count; each [`Arena`] keeps, per class, a
 //! list of the runs that have free slots. Alloc and free are O(1). A run that
@@ -12,16 +12,16 @@
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::class::{ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
-use crate::fault::{fault, fault_in, Call, Fault, CHECKS};
+use crate::class::{self, ClassInfo, CLASSES, CLASS_COUNT, RUN_HEADER_BYTES};
+use crate::fault::{self, fault, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
 const RUN_MAGIC: usize = crate::fault::magic(0x6e6f_6c69_6263_7275); // "nolibcru"
-/// Mixed into a free slot's address to make its marker.
+/// Mixed into a free slot's address and its run's to make its marker (the
+/// same on the run's free list and on a remote list, so that one comparison
+/// finds a second free of either; the owner recovers the run of a remotely
+/// freed slot from it).
 const FREE_MAGIC: usize = crate::fault::magic(0x6672_6565_736c_6f74); // "freeslot"
-/// Mixed into a remotely freed slot's address and its run's to make its
-/// marker (the owner recovers the run from it).
-const REMOTE_MAGIC: usize = crate::fault::magic(0x7265_6d6f_7465_6672); // "remotefr"
 
 /// The check word of a live run at `run_addr` of `run_bytes` (the size is
 /// in it, so that probing by address alone tells the run sizes apart).
@@ -30,13 +30,13 @@ fn run_check(run_addr: usize, run_bytes: usize) -> usize {
     run_addr ^ RUN_MAGIC ^ run_bytes
 }
 
-/// Header at the start of every run.
+/// Header at the start of every run. It repeats what the hot paths need of
+/// its class (size, reciprocal, slots, first slot), so that they read one
+/// cache line and no table.
 #[repr(C)]
 pub(crate) struct Run {
     /// [`run_check`] of the run's address and size while the run is live, 0 after.
     check: usize,
-    /// Index of the arena whose lock guards this run.
-    pub(crate) arena: usize,
     /// Next run of the same class with free slots (or cached empty).
     next: *mut Run,
     /// Previous run in that list.
@@ -45,10 +45,20 @@ pub(crate) struct Run {
     free: *mut FreeSlot,
     /// Region the run came from (opaque to this tier).
     pub(crate) region: *mut u8,
+    /// The class's slot size in bytes.
+    size: u32,
+    /// The class's [`ClassInfo::recip`].
+    recip: u32,
+    /// Index of the arena (thread heap or locked arena) owning this run.
+    arena: u16,
     /// Slots carved so far; slots at or above it were never handed out.
-    bump: u32,
+    bump: u16,
     /// Slots in use. Invariant: `live + free-list length = bump`.
-    live: u32,
+    live: u16,
+    /// The class's slots per run.
+    slots: u16,
+    /// The class's offset of slot 0.
+    slot0: u16,
     /// Size class index.
     class: u8,
     /// Whether the run is linked in its class list. Invariant: true iff
@@ -56,20 +66,21 @@ pub(crate) struct Run {
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
     /// reads these bytes, which must not be uninitialised padding. Fills the
-    /// header to `RUN_HEADER_BYTES` (6 bytes with 8-byte words, 30 with 4).
+    /// header to `RUN_HEADER_BYTES` (4 bytes with 8-byte words, 24 with 4),
+    /// so that the class table is the same on every target.
     reserved: [u8; RUN_RESERVED_BYTES],
 }
 
-/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: six words, two
-/// `u32`, two bytes.
-const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 6 * core::mem::size_of::<usize>() - 10;
+/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: five words, two
+/// `u32`, five `u16`, two bytes.
+const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 20;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
 #[repr(C)]
 struct FreeSlot {
     next: *mut FreeSlot,
-    /// `address ^ FREE_MAGIC` while free; cleared when handed out.
+    /// [`free_marker`] while free; cleared when handed out.
     marker: usize,
 }
 
@@ -131,7 +142,24 @@ impl Arena {
             return None;
         }
         // SAFETY: listed runs are live runs of this arena with a free slot.
-        unsafe { Some(self.take_slot(run, &CLASSES[class])) }
+        unsafe {
+            let s = (*run).free;
+            let live = (*run).live;
+            // The common case: a slot off the free list of a run that is
+            // neither empty nor about to be full. Everything else: `take_slot`.
+            if s.is_null() || live == 0 || live + 1 == (*run).slots {
+                return Some(self.take_slot(run));
+            }
+            (*run).free = (*s).next;
+            (*s).marker = 0;
+            (*run).live = live + 1;
+            let in_use = self.in_use_bytes.load(Relaxed) + (*run).size as usize;
+            self.in_use_bytes.store(in_use, Relaxed);
+            if in_use > self.burst_peak_bytes {
+                self.new_peak(in_use);
+            }
+            Some(NonNull::new_unchecked(s.cast()))
+        }
     }
 
     /// Installs a fresh run for `class` at `mem` (from the core, `run_bytes`
@@ -146,20 +174,24 @@ impl Arena {
         arena_index: usize,
         region: *mut u8,
     ) -> NonNull<u8> {
-        let info = &CLASSES[class];
+        let info = class::info(class);
         let run = mem.as_ptr().cast::<Run>();
         // SAFETY: the caller hands us `run_bytes` of memory, enough for the
         // header; nobody else sees it yet.
         unsafe {
             run.write(Run {
                 check: run_check(run as usize, info.run_bytes as usize),
-                arena: arena_index,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
                 free: ptr::null_mut(),
                 region,
+                size: info.size,
+                recip: info.recip,
+                arena: arena_index as u16,
                 bump: 0,
                 live: 0,
+                slots: info.slots as u16,
+                slot0: info.slot0 as u16,
                 class: class as u8,
                 listed: false,
                 reserved: [0; RUN_RESERVED_BYTES],
@@ -167,17 +199,23 @@ impl Arena {
             // A new run counts as cached-empty until its first slot is taken.
             self.cached_empty_bytes += info.run_bytes as usize;
             self.push(run);
-            self.take_slot(run, info)
+            self.take_slot(run)
         }
     }
 
+    /// Takes a slot of a listed run, whatever its state: a fresh slot when
+    /// the free list is empty, the run's first (it leaves the cached empty
+    /// runs) or its last (it leaves its class list).
+    ///
     /// # Safety
     /// `run` is a listed run of this arena.
-    #[inline]
-    unsafe fn take_slot(&mut self, run: *mut Run, info: &ClassInfo) -> NonNull<u8> {
+    #[cold]
+    #[inline(never)]
+    unsafe fn take_slot(&mut self, run: *mut Run) -> NonNull<u8> {
         // SAFETY: the caller guarantees `run` is live and has a free slot,
         // so either the free list is non-empty or `bump < slots`.
         unsafe {
+            let size = (*run).size as usize;
             let slot = if !(*run).free.is_null() {
                 let s = (*run).free;
                 (*run).free = (*s).next;
@@ -186,20 +224,20 @@ impl Arena {
             } else {
                 let s = run
                     .cast::<u8>()
-                    .add(info.slot0 as usize + (*run).bump as usize * info.size as usize);
+                    .add((*run).slot0 as usize + (*run).bump as usize * size);
                 (*run).bump += 1;
                 // Memory reused from an old run may hold a stale marker.
                 (*s.cast::<FreeSlot>()).marker = 0;
                 s
             };
             if (*run).live == 0 {
-                self.cached_empty_bytes -= info.run_bytes as usize;
+                self.cached_empty_bytes -= run_bytes_of(run);
             }
             (*run).live += 1;
-            if (*run).live == info.slots {
+            if (*run).live == (*run).slots {
                 self.unlink(run);
             }
-            let in_use = self.in_use_bytes.load(Relaxed) + info.size as usize;
+            let in_use = self.in_use_bytes.load(Relaxed) + size;
             self.in_use_bytes.store(in_use, Relaxed);
             if in_use > self.burst_peak_bytes {
                 self.new_peak(in_use);
@@ -218,48 +256,31 @@ impl Arena {
     }
 
     /// Returns a slot of `run`; `drained`: the slot comes off a remote list
-    /// (already checked when it was pushed).
+    /// (already checked when it was pushed). `false`: the run was full or is
+    /// empty now, and [`Arena::free_tail`] must follow.
     ///
     /// # Safety
     /// `run` was checked by [`run_of`] and belongs to this arena.
     #[inline(always)]
-    pub(crate) unsafe fn free(
-        &mut self,
-        run: NonNull<Run>,
-        ptr: NonNull<u8>,
-        trim_threshold: usize,
-        drained: bool,
-        call: Call,
-    ) -> Freed {
+    pub(crate) unsafe fn free(&mut self, run: NonNull<Run>, ptr: NonNull<u8>, drained: bool, call: Call) -> bool {
         let run = run.as_ptr();
         // SAFETY: `run_of` checked the header; this arena's lock is held.
         unsafe {
-            let info = &CLASSES[(*run).class as usize];
-            if CHECKS && !drained {
-                let off = ptr.as_ptr() as usize - run as usize;
-                let slot0 = info.slot0 as usize;
-                if off < slot0 || {
-                    let (index, on_boundary) = info.slot_of(off - slot0);
-                    !on_boundary || index >= (*run).bump as usize
-                } {
-                    fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
-                }
+            if CHECKS && !drained && !on_carved_slot(run, ptr) {
+                fault::invalid_pointer(call, ptr.as_ptr() as usize);
             }
             let slot = ptr.as_ptr().cast::<FreeSlot>();
-            let marker = slot as usize ^ FREE_MAGIC;
-            if CHECKS && !drained && ((*slot).marker == marker || (*slot).marker == remote_marker(run, slot.cast())) {
-                fault_in(call, Fault::DoubleFree, ptr.as_ptr() as usize);
+            let marker = free_marker(run, slot.cast());
+            if CHECKS && !drained && (*slot).marker == marker {
+                fault::double_free(call, ptr.as_ptr() as usize);
             }
             (*slot).next = (*run).free;
             (*slot).marker = marker;
             (*run).free = slot;
             (*run).live -= 1;
-            let in_use = self.in_use_bytes.load(Relaxed) - info.size as usize;
+            let in_use = self.in_use_bytes.load(Relaxed) - (*run).size as usize;
             self.in_use_bytes.store(in_use, Relaxed);
-            if (*run).listed && (*run).live > 0 {
-                return Freed::Done;
-            }
-            self.free_tail(run, in_use, trim_threshold)
+            (*run).listed && (*run).live > 0
         }
     }
 
@@ -267,20 +288,22 @@ impl Arena {
     /// now (keep it cached, give it back, or end a burst).
     ///
     /// # Safety
-    /// `run` is a live run of this arena, whose slot was just freed.
+    /// `run` is a live run of this arena, whose slot [`Arena::free`] just
+    /// freed, answering `false`.
     #[cold]
     #[inline(never)]
-    unsafe fn free_tail(&mut self, run: *mut Run, in_use: usize, trim_threshold: usize) -> Freed {
+    pub(crate) unsafe fn free_tail(&mut self, run: NonNull<Run>, trim_threshold: usize) -> Freed {
+        let run = run.as_ptr();
+        let in_use = self.in_use_bytes.load(Relaxed);
         // SAFETY: as the caller guarantees.
         unsafe {
-            let info = &CLASSES[(*run).class as usize];
             if !(*run).listed {
                 self.push(run);
             }
             if (*run).live > 0 {
                 return Freed::Done;
             }
-            let bytes = info.run_bytes as usize;
+            let bytes = run_bytes_of(run);
             // The last block of a burst was just freed: give every empty
             // run back. (A loop that allocates and frees one block makes
             // no burst: its run stays cached.)
@@ -375,7 +398,7 @@ impl Arena {
                     );
                     check(r.class as usize == class, "run in the list of its class");
                     check(r.prev == prev, "run list back link");
-                    check(r.listed && r.live < info.slots, "listed iff a slot is free");
+                    check(r.listed && (r.live as u32) < info.slots, "listed iff a slot is free");
                     validate_run(run, info);
                     if r.live == 0 {
                         cached += info.run_bytes as usize;
@@ -399,7 +422,14 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
     // slots inside it (checked as we go).
     unsafe {
         let r = &*run;
-        check(r.bump <= info.slots, "bump within the run");
+        check(
+            r.size == info.size
+                && r.recip == info.recip
+                && r.slots as u32 == info.slots
+                && r.slot0 as u32 == info.slot0,
+            "run header repeats its class",
+        );
+        check(r.bump as u32 <= info.slots, "bump within the run");
         let mut free = 0;
         let mut slot = r.free;
         while !slot.is_null() {
@@ -411,12 +441,12 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
                 "free slot on a slot boundary",
             );
             check(index < r.bump as usize, "free slot was carved");
-            check((*slot).marker == slot as usize ^ FREE_MAGIC, "free slot marker");
+            check((*slot).marker == free_marker(run, slot.cast()), "free slot marker");
             free += 1;
             check(free <= info.slots, "free list has no cycle");
             slot = (*slot).next;
         }
-        check(free + r.live == r.bump, "carved = free + live");
+        check(free + r.live as u32 == r.bump as u32, "carved = free + live");
     }
 }
 
@@ -426,10 +456,10 @@ fn check(ok: bool, what: &'static str) {
     }
 }
 
-/// The marker of a slot of `run` on a remote list.
+/// The marker of a free slot of `run` (on its free list or a remote list).
 #[inline(always)]
-fn remote_marker(run: *mut Run, slot: *mut u8) -> usize {
-    run as usize ^ slot as usize ^ REMOTE_MAGIC
+fn free_marker(run: *mut Run, slot: *mut u8) -> usize {
+    run as usize ^ slot as usize ^ FREE_MAGIC
 }
 
 /// Marks a slot freed by a thread that does not own its run, before it is
@@ -440,11 +470,11 @@ fn remote_marker(run: *mut Run, slot: *mut u8) -> usize {
 #[inline]
 pub(crate) unsafe fn mark_remote(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
     let slot = ptr.as_ptr().cast::<FreeSlot>();
-    let marker = remote_marker(run.as_ptr(), slot.cast());
+    let marker = free_marker(run.as_ptr(), slot.cast());
     // SAFETY: a live slot is the caller's to write.
     unsafe {
-        if CHECKS && ((*slot).marker == marker || (*slot).marker == slot as usize ^ FREE_MAGIC) {
-            fault_in(call, Fault::DoubleFree, ptr.as_ptr() as usize);
+        if CHECKS && (*slot).marker == marker {
+            fault::double_free(call, ptr.as_ptr() as usize);
         }
         (*slot).marker = marker;
     }
@@ -458,7 +488,7 @@ pub(crate) unsafe fn mark_remote(run: NonNull<Run>, ptr: NonNull<u8>, call: Call
 pub(crate) unsafe fn run_of_remote(slot: *mut u8) -> NonNull<Run> {
     // SAFETY: a slot on a remote list holds its marker in the second word.
     let marker = unsafe { (*slot.cast::<FreeSlot>()).marker };
-    let run = slot.with_addr(marker ^ slot as usize ^ REMOTE_MAGIC).cast::<Run>();
+    let run = slot.with_addr(marker ^ slot as usize ^ FREE_MAGIC).cast::<Run>();
     let Some(run) = NonNull::new(run) else {
         fault(Fault::Corrupt("remote slot marker"), slot as usize);
     };
@@ -488,7 +518,7 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
         unsafe {
             let run = run_of_remote(slot).as_ptr();
             let info = &CLASSES[(*run).class as usize];
-            check((*run).arena == index, "remote slot of another arena");
+            check((*run).arena as usize == index, "remote slot of another arena");
             let off = slot as usize - run as usize - info.slot0 as usize;
             check(off.is_multiple_of(info.size as usize), "remote slot on a slot boundary");
             check(
@@ -512,14 +542,14 @@ pub(crate) unsafe fn validate_remote(mut slot: *mut u8, index: usize) {
 /// checks catch many violations, not all).
 #[inline]
 pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize, call: Call) -> Option<NonNull<Run>> {
-    let info = &CLASSES[class];
+    let run_bytes = class::run_bytes(class);
     let addr = ptr.as_ptr() as usize;
-    let run_addr = addr & !(info.run_bytes as usize - 1);
+    let run_addr = addr & !(run_bytes - 1);
     let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
     // SAFETY: a slot of this class lies in a run whose header starts at the
     // run-aligned address below it, inside the same allocation.
     let r = unsafe { &*run };
-    if CHECKS && (r.check != run_check(run_addr, info.run_bytes as usize) || r.class as usize != class) {
+    if CHECKS && (r.check != run_check(run_addr, run_bytes) || r.class as usize != class) {
         return None;
     }
     let _ = call; // the slot itself is checked where it is freed (`Arena::free`, `check_slot`)
@@ -535,11 +565,46 @@ pub(crate) unsafe fn run_of(ptr: NonNull<u8>, class: usize, call: Call) -> Optio
 #[inline]
 pub(crate) unsafe fn check_slot(run: NonNull<Run>, ptr: NonNull<u8>, call: Call) {
     // SAFETY: a checked live run.
-    let info = unsafe { &CLASSES[(*run.as_ptr()).class as usize] };
-    let off = ptr.as_ptr() as usize - run.as_ptr() as usize;
-    if CHECKS && (off < info.slot0 as usize || !info.slot_of(off - info.slot0 as usize).1) {
-        fault_in(call, Fault::InvalidPointer, ptr.as_ptr() as usize);
+    if CHECKS && !unsafe { on_carved_slot(run.as_ptr(), ptr) } {
+        fault::invalid_pointer(call, ptr.as_ptr() as usize);
     }
+}
+
+/// Whether `ptr` is on a slot boundary of `run`, past its header, at a slot
+/// carved already.
+///
+/// # Safety
+/// `run` is a live run (checked by [`run_of`] or [`find_run`]).
+#[inline(always)]
+unsafe fn on_carved_slot(run: *mut Run, ptr: NonNull<u8>) -> bool {
+    // SAFETY: a checked live run.
+    let r = unsafe { &*run };
+    let Some(off) = (ptr.as_ptr() as usize - run as usize).checked_sub(r.slot0 as usize) else {
+        return false;
+    };
+    // `offset / size` by the reciprocal (see `ClassInfo::recip`).
+    let index = (((off >> 4) as u64 * r.recip as u64) >> 31) as usize;
+    index * r.size as usize == off && index < r.bump as usize
+}
+
+/// Slot size of a live run.
+///
+/// # Safety
+/// `run` is a live run.
+#[inline]
+pub(crate) unsafe fn slot_size(run: NonNull<Run>) -> usize {
+    // SAFETY: as the caller guarantees.
+    unsafe { (*run.as_ptr()).size as usize }
+}
+
+/// Bytes of a live run (from its class).
+///
+/// # Safety
+/// `run` is a live run.
+#[inline]
+unsafe fn run_bytes_of(run: *mut Run) -> usize {
+    // SAFETY: as the caller guarantees.
+    class::run_bytes(unsafe { (*run).class } as usize)
 }
 
 /// Finds the run holding the slot at `ptr` from the address alone (for
@@ -584,5 +649,5 @@ pub(crate) unsafe fn find_run(
 #[inline]
 pub(crate) unsafe fn arena_of(run: NonNull<Run>) -> usize {
     // SAFETY: checked live run.
-    unsafe { (*run.as_ptr()).arena }
+    unsafe { (*run.as_ptr()).arena as usize }
 }

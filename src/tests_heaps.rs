@@ -278,3 +278,69 @@ fn a_double_free_through_another_thread_is_caught() {
         assert!(msg.contains("nolibc-alloc: dealloc: double free"), "{msg}");
     });
 }
+
+#[test]
+fn frees_into_another_heap_wait_in_the_outbox_until_a_batch_or_thread_exit() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(48, 16).unwrap();
+        let batch = crate::outbox::BATCH as usize;
+        let n = 2 * batch + 5;
+        let blocks = alloc_n(a, n, l);
+        let shared = blocks.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // A heap of its own first: its frees of the main thread's
+                // blocks then go through its outbox.
+                let mine = alloc_n(a, 1, l);
+                free_all(a, &shared, l);
+                // Two full batches handed over, five slots held: the walk
+                // checks both.
+                let waiting = walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                assert_eq!(waiting, 2 * batch, "two batches reached the owner");
+                a.validate();
+                // A second free of a slot held in the outbox is caught too.
+                let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| free_all(a, &shared[n - 1..], l)));
+                let msg = again
+                    .expect_err("double free")
+                    .downcast::<std::string::String>()
+                    .unwrap();
+                assert!(msg.contains("nolibc-alloc: dealloc: double free"), "{msg}");
+                free_all(a, &mine, l);
+                a.thread_exit();
+                let waiting = walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                assert_eq!(waiting, n, "thread exit hands the rest over");
+            });
+        });
+        a.validate();
+        assert_eq!(
+            a.stats().in_use_bytes,
+            n * 48,
+            "counted in use until the owner takes them"
+        );
+        let before: HashSet<P> = blocks.iter().copied().collect();
+        // Past what the run holds: the owner takes the slots back.
+        let slots = CLASSES[crate::class::class_for(48, 16).unwrap()].slots as usize;
+        let again = alloc_n(a, slots + n, l);
+        assert_eq!(
+            again.iter().filter(|p| before.contains(p)).count(),
+            n,
+            "every slot is reused"
+        );
+        free_all(a, &again, l);
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+/// Slots on the given remote lists.
+fn walk(lists: impl Iterator<Item = *mut u8>) -> usize {
+    let mut n = 0;
+    for mut p in lists {
+        while !p.is_null() {
+            n += 1;
+            // SAFETY: remote lists link live slots through their first word.
+            p = unsafe { *p.cast::<*mut u8>() };
+        }
+    }
+    n
+}
