@@ -182,7 +182,11 @@ fn print_picture(text: &[u8], limit: Limit) {
             at
         );
     } else {
-        println!("  {} mappings, {} MiB mapped (the limit is not the address space)", lines, mapped / MIB);
+        println!(
+            "  {} mappings, {} MiB mapped (the limit is not the address space)",
+            lines,
+            mapped / MIB
+        );
     }
 }
 
@@ -262,7 +266,10 @@ fn all_null() -> Result<(), &'static str> {
         // SAFETY: non-zero layouts.
         let (p, z) = unsafe { (ALLOC.alloc(layout), ALLOC.alloc_zeroed(layout)) };
         if !p.is_null() || !z.is_null() {
-            println!("FAILED: a block of {} bytes was served after the 48-byte ones failed", size);
+            println!(
+                "FAILED: a block of {} bytes was served after the 48-byte ones failed",
+                size
+            );
             return Err("not every tier is exhausted");
         }
     }
@@ -309,7 +316,10 @@ fn run() -> Result<(), &'static str> {
     // 1. The break works.
     let early: Vec<Box<[u8; 64]>> = (0..256).map(|i| Box::new([i as u8; 64])).collect();
     let s = ALLOC.stats();
-    println!("1. brk works: {} bytes from brk, {} mapped", s.brk_bytes, s.mapped_bytes);
+    println!(
+        "1. brk works: {} bytes from brk, {} mapped",
+        s.brk_bytes, s.mapped_bytes
+    );
     if s.brk_bytes == 0 {
         return Err("the first blocks did not come from brk");
     }
@@ -412,10 +422,7 @@ fn run() -> Result<(), &'static str> {
         return Err("a block lost its contents");
     }
     let again = Chain::fill(SIZES[0], (limit == Limit::Budget).then_some(ROOM / 2));
-    println!(
-        "5. all freed; {} x 16 MiB again (before: {})",
-        again.count, first_large
-    );
+    println!("5. all freed; {} x 16 MiB again (before: {})", again.count, first_large);
     // The first round's small blocks took a few holes that large blocks
     // could use now; a leak would show as fewer.
     if again.count < first_large {

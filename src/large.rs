@@ -25,7 +25,7 @@ pub const HEADER_BYTES: usize = 32;
 
 const LIVE_MAGIC: usize = crate::fault::magic(0x4c49_5645_6e6f_6c63); // "LIVEnolc"
 const FREED_MAGIC: usize = crate::fault::magic(0x4652_4545_6e6f_6c63); // "FREEnolc"
-// A freed block must not look live, on 32-bit targets too.
+                                                                       // A freed block must not look live, on 32-bit targets too.
 const _: () = assert!(LIVE_MAGIC != FREED_MAGIC);
 
 /// Which tier owns a block with a header.

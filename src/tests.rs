@@ -773,7 +773,11 @@ fn mmap_threshold_set_at_run_time() {
 
             assert!(!a.set_mmap_threshold(64 << 20), "above the 32 MiB cap");
             // The cap is 4 MiB where words are 32 bits (`MAX_MMAP_THRESHOLD_BYTES`).
-            let cap = if cfg!(target_pointer_width = "64") { 32 << 20 } else { 4 << 20 };
+            let cap = if cfg!(target_pointer_width = "64") {
+                32 << 20
+            } else {
+                4 << 20
+            };
             assert!(!a.set_mmap_threshold(cap + 4096), "above the cap");
             assert_eq!(a.mmap_threshold(), 256 << 10);
             assert!(a.set_mmap_threshold(cap), "at the cap");

@@ -126,10 +126,18 @@ fn limited(name: &str, body: fn()) {
         return body();
     }
     let out = support::run_child(name);
-    assert!(out.status.success(), "{name}: child failed\n{}", support::describe(&out));
+    assert!(
+        out.status.success(),
+        "{name}: child failed\n{}",
+        support::describe(&out)
+    );
     // The child ran the test (a filter matching nothing also succeeds).
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("1 passed"), "{name}: the child did not run it\n{}", support::describe(&out));
+    assert!(
+        stdout.contains("1 passed"),
+        "{name}: the child did not run it\n{}",
+        support::describe(&out)
+    );
 }
 
 #[test]
@@ -163,7 +171,10 @@ fn impossible_sizes_return_null_body() {
 /// was: same contents, still owned by the caller, freeable with its layout.
 #[test]
 fn impossible_realloc_keeps_the_block() {
-    limited("impossible_realloc_keeps_the_block", impossible_realloc_keeps_the_block_body);
+    limited(
+        "impossible_realloc_keeps_the_block",
+        impossible_realloc_keeps_the_block_body,
+    );
 }
 
 fn impossible_realloc_keeps_the_block_body() {
@@ -303,11 +314,21 @@ fn gib_blocks_at_1_gib_alignment_are_null_or_aligned() {
             let layout = Layout::from_size_align(size, GIB).unwrap();
             for zeroed in [false, true] {
                 // SAFETY: valid layout, size > 0.
-                let p = unsafe { if zeroed { a.alloc_zeroed(layout) } else { a.alloc(layout) } };
+                let p = unsafe {
+                    if zeroed {
+                        a.alloc_zeroed(layout)
+                    } else {
+                        a.alloc(layout)
+                    }
+                };
                 if p.is_null() {
                     continue;
                 }
-                assert_eq!(p as usize % GIB, 0, "{name}: alloc({size:#x}, 1 GiB) = {p:p} misaligned");
+                assert_eq!(
+                    p as usize % GIB,
+                    0,
+                    "{name}: alloc({size:#x}, 1 GiB) = {p:p} misaligned"
+                );
                 // SAFETY: a live block of `size` bytes.
                 unsafe {
                     p.write(1);
@@ -332,10 +353,16 @@ fn gib_alignment_under_a_limit_is_null() {
                 let layout = Layout::from_size_align(size, GIB).unwrap();
                 // SAFETY: valid layout, size > 0.
                 let p = unsafe { a.alloc(layout) };
-                assert!(p.is_null(), "{name}: alloc({size:#x}, 1 GiB) = {p:p} under a 256 MiB limit");
+                assert!(
+                    p.is_null(),
+                    "{name}: alloc({size:#x}, 1 GiB) = {p:p} under a 256 MiB limit"
+                );
                 // SAFETY: valid layout, size > 0.
                 let p = unsafe { a.alloc_zeroed(layout) };
-                assert!(p.is_null(), "{name}: alloc_zeroed({size:#x}, 1 GiB) = {p:p} under a 256 MiB limit");
+                assert!(
+                    p.is_null(),
+                    "{name}: alloc_zeroed({size:#x}, 1 GiB) = {p:p} under a 256 MiB limit"
+                );
             }
             let p = alloc_filled(&a, MIB, 4096, 1, name);
             // SAFETY: live, with its layout.

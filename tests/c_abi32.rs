@@ -70,7 +70,13 @@ fn build_lib(target: &str) -> PathBuf {
         let mut cmd = Command::new("rustup");
         cmd.args(["run", &toolchain, "cargo", "rustc", "--release", "--lib"])
             .args(["--crate-type", "staticlib", "--target", target]);
-        for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+        for var in [
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+        ] {
             cmd.env_remove(var);
         }
         cmd
@@ -115,8 +121,16 @@ fn elf_header(exe: &Path) -> String {
 
 fn assert_static_32(exe: &Path, machine: &str) {
     let h = elf_header(exe);
-    assert!(h.contains("ELF32") && h.contains(machine), "{} is not a {machine} ELF32:\n{h}", exe.display());
-    assert!(!h.contains("INTERP") && !h.contains("DYNAMIC"), "{} is not static:\n{h}", exe.display());
+    assert!(
+        h.contains("ELF32") && h.contains(machine),
+        "{} is not a {machine} ELF32:\n{h}",
+        exe.display()
+    );
+    assert!(
+        !h.contains("INTERP") && !h.contains("DYNAMIC"),
+        "{} is not static:\n{h}",
+        exe.display()
+    );
 }
 
 fn check_contract(out: &Output, threads: &str, what: &str) {
@@ -153,7 +167,11 @@ fn contract_i686_glibc_static() {
     let symbols = String::from_utf8_lossy(&run(Command::new(nm).arg(&exe)).stdout).into_owned();
     assert!(symbols.contains(" T malloc\n"), "no malloc in {}", exe.display());
     assert!(!symbols.contains("__libc_malloc"), "glibc's malloc was linked in too");
-    check_contract(&run(&mut Command::new(&exe)), "threads: ok", "contract, i686 glibc static");
+    check_contract(
+        &run(&mut Command::new(&exe)),
+        "threads: ok",
+        "contract, i686 glibc static",
+    );
 }
 
 #[test]

@@ -229,7 +229,10 @@ fn check_exhaust(arch: Arch) {
     eprintln!(
         "exhaust on {}: {}",
         arch.name(),
-        out.lines().find(|l| l.contains("allocated in all")).unwrap_or_default().trim()
+        out.lines()
+            .find(|l| l.contains("allocated in all"))
+            .unwrap_or_default()
+            .trim()
     );
 }
 

@@ -33,7 +33,13 @@ fn unit_tests_pass_on_i686() {
     cmd.args(["run", &toolchain, "cargo", "test", "--lib", "--target", TARGET])
         .current_dir(root)
         .env("CARGO_TARGET_DIR", &target_dir);
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
         cmd.env_remove(var);
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));

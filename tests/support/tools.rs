@@ -80,7 +80,10 @@ pub fn need_that(what: &str, present: impl Fn() -> bool, package: &str) {
     if let Err(e) = install(package) {
         panic!("{what} is missing and the Debian package {package} could not be installed: {e}");
     }
-    assert!(present(), "{what} still missing after installing the Debian package {package}");
+    assert!(
+        present(),
+        "{what} still missing after installing the Debian package {package}"
+    );
 }
 
 /// `gcc -m32` links a program (glibc's i386 development files and gcc's
