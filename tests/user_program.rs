@@ -185,6 +185,11 @@ fn build_and_run(arch: Arch) {
             .with_file_name("user-program")
             .join(arch.name()),
     );
+    // i686 runs natively where the kernel runs 32-bit programs; the README
+    // says to set a runner elsewhere.
+    if let (Arch::I686, Some(qemu)) = (arch, arch.qemu()) {
+        cmd.env("CARGO_TARGET_I686_LINUX_NOSTD_RUNNER", qemu);
+    }
     // The outer `cargo test`'s toolchain and settings are not the user's.
     for var in [
         "RUSTUP_TOOLCHAIN",
