@@ -4,7 +4,7 @@
 //! - i686 with glibc: `libnolibc_alloc_c.a` for `i686-unknown-linux-gnu`
 //!   (stable, the rustup target installed when missing) linked into
 //!   `gcc -m32 -static -pthread` (glibc's i386 static library, from Debian's
-//!   `gcc-multilib`): our malloc replaces glibc's in a static binary, the
+//!   `gcc-12-multilib`): our malloc replaces glibc's in a static binary, the
 //!   threads part included; run natively;
 //! - i686 without a C library: `i686-linux-nostd.json` with the `rt`
 //!   runtime, `gcc -m32 -nostdlib -static`; run natively;
@@ -156,9 +156,15 @@ const NOLIBC_FLAGS: [&str; 6] = [
 
 #[test]
 fn contract_i686_glibc_static() {
-    let gcc = support::tools::need_gcc_m32();
+    let (gcc, include) = support::tools::need_gcc_m32();
     let lib = build_lib("i686-unknown-linux-gnu");
-    let exe = compile(&gcc, "contract-i686-glibc", &["-m32", "-static", "-pthread"], &lib);
+    let include = include.display().to_string();
+    let exe = compile(
+        &gcc,
+        "contract-i686-glibc",
+        &["-m32", "-static", "-pthread", "-isystem", &include],
+        &lib,
+    );
     assert_static_32(&exe, "Intel 80386");
     // glibc's malloc is not in the binary: ours answered (the usable line
     // shows our classes, and glibc's own malloc would have left
@@ -176,7 +182,7 @@ fn contract_i686_glibc_static() {
 
 #[test]
 fn contract_i686_without_libc() {
-    let gcc = support::tools::need_gcc_m32();
+    let (gcc, _) = support::tools::need_gcc_m32();
     let lib = build_lib("i686-linux-nostd.json");
     let mut flags = vec!["-m32"];
     flags.extend(NOLIBC_FLAGS);

@@ -6,7 +6,7 @@
 //!
 //! Provisioned like the other tests: the rustup target for the toolchain
 //! running this test (`rustup target add`), and `gcc -m32` (Debian's
-//! `gcc-multilib`, installed as root, else a stop with the command to run).
+//! `gcc-N-multilib`, installed as root, else a stop with the command to run).
 //! The child builds into `<target>/i686-hosted`, apart from the outer build,
 //! so it never waits for the outer cargo's lock.
 
@@ -22,7 +22,7 @@ fn unit_tests_pass_on_i686() {
     // the tools it starts), else the default one.
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".into());
     support::tools::need_rust_target(&toolchain, TARGET);
-    support::tools::need_gcc_m32();
+    let (_, m32_include) = support::tools::need_gcc_m32();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -32,7 +32,12 @@ fn unit_tests_pass_on_i686() {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", &toolchain, "cargo", "test", "--lib", "--target", TARGET])
         .current_dir(root)
-        .env("CARGO_TARGET_DIR", &target_dir);
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // The C code of the dev-dependencies (mimalloc) includes <errno.h>.
+        .env(
+            "CFLAGS_i686_unknown_linux_gnu",
+            format!("-isystem {}", m32_include.display()),
+        );
     for var in [
         "RUSTUP_TOOLCHAIN",
         "RUSTC",

@@ -18,8 +18,10 @@ use std::time::{Duration, SystemTime};
 
 /// Every Debian package `cargo test` may need, for the one command printed
 /// when the tests cannot install them themselves.
+/// (`gcc-12-multilib`, not `gcc-multilib`: that one conflicts with the arm
+/// cross compiler; 12 is Debian 12's gcc, see [`need_gcc_m32`].)
 pub const PACKAGES: &str =
-    "binutils gcc gcc-multilib gcc-arm-linux-gnueabihf musl-tools python3 qemu-user sqlite3 xz-utils zstd";
+    "binutils gcc gcc-12-multilib gcc-arm-linux-gnueabihf musl-tools python3 qemu-user sqlite3 xz-utils zstd";
 
 /// `apt-get update` is run again only when the last one is older than this.
 const UPDATE_EVERY: Duration = Duration::from_secs(3600);
@@ -86,17 +88,33 @@ pub fn need_that(what: &str, present: impl Fn() -> bool, package: &str) {
     );
 }
 
-/// `gcc -m32` links a program (glibc's i386 development files and gcc's
-/// 32-bit runtime: Debian's `gcc-multilib`); installed when missing.
-pub fn need_gcc_m32() -> PathBuf {
+/// `gcc -m32 -static` compiles and links a C program: gcc's 32-bit runtime
+/// and glibc's i386 libraries (Debian's `gcc-N-multilib`, N the version of
+/// `gcc`; installed when missing). Returns `gcc` and an include directory to
+/// pass with `-isystem`, which holds the `asm` headers: Debian's
+/// `gcc-multilib` would link `/usr/include/asm` to the x86 ones (the same
+/// for i386 and x86_64), but it conflicts with the arm cross compiler
+/// `tests/c_abi32.rs` also needs, so the tests make that link themselves.
+pub fn need_gcc_m32() -> (PathBuf, PathBuf) {
     let gcc = need_one("gcc", "gcc");
+    let shim = std::env::temp_dir().join("nolibc-alloc-m32-include");
+    let _ = fs::create_dir_all(&shim);
+    if !shim.join("asm").exists() {
+        let _ = std::os::unix::fs::symlink("/usr/include/x86_64-linux-gnu/asm", shim.join("asm"));
+    }
     let links = || {
         let dir = std::env::temp_dir().join(format!("nolibc-alloc-m32-probe-{}", std::process::id()));
         let _ = fs::create_dir_all(&dir);
         let src = dir.join("probe.c");
-        let ok = fs::write(&src, "#include <stdio.h>\nint main(void) { return puts(\"\") < 0; }\n").is_ok()
+        let ok = fs::write(
+            &src,
+            "#include <errno.h>\n#include <stdio.h>\nint main(void) { return puts(\"\") < 0 || errno; }\n",
+        )
+        .is_ok()
             && Command::new(&gcc)
-                .args(["-m32", "-static", "-o"])
+                .args(["-m32", "-static", "-isystem"])
+                .arg(&shim)
+                .arg("-o")
                 .arg(dir.join("probe"))
                 .arg(&src)
                 .output()
@@ -104,8 +122,21 @@ pub fn need_gcc_m32() -> PathBuf {
         let _ = fs::remove_dir_all(&dir);
         ok
     };
-    need_that("`gcc -m32 -static` (32-bit glibc for gcc)", links, "gcc-multilib");
-    gcc
+    let version = Command::new(&gcc)
+        .arg("-dumpversion")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let package = format!("gcc-{version}-multilib");
+    need_that("`gcc -m32 -static` (32-bit glibc for gcc)", links, &package);
+    (gcc, shim)
 }
 
 /// `rustup target add TARGET` for `toolchain` when it is not installed yet.
