@@ -67,7 +67,8 @@
 //!   allocation.
 //! - `mallopt(param, value)` supports `M_MMAP_THRESHOLD` (-3; see
 //!   [`NolibcAlloc::set_mmap_threshold`]: it acts above the configured 128
-//!   KiB, below which sizes are slots; 0 for a value above 32 MiB or
+//!   KiB, below which sizes are slots; 0 for a value above 32 MiB (4 MiB
+//!   on 32-bit targets: [`crate::MAX_MMAP_THRESHOLD_BYTES`]) or
 //!   negative, as glibc) and `M_TRIM_THRESHOLD` (-1; a negative value means
 //!   never, as glibc's cast does), returning 1. Every other parameter returns
 //!   0 and changes nothing.

@@ -496,6 +496,74 @@ mod tests {
     }
 }
 
+/// The class table as a 32-bit target computes it, from u32 arithmetic only
+/// (the run header is 64 bytes on every target: `small::Run` fills it).
+/// On the 64-bit host this checks that the table's formulas need nothing
+/// wider than 32 bits; the i686 run of the unit tests (`tests/i686.rs`)
+/// checks the table as a 32-bit build computes it.
+#[cfg(test)]
+mod width32 {
+    use super::*;
+
+    fn class_size32(index: u32) -> u32 {
+        match index {
+            0..64 => (index + 1) * 16,
+            64..88 => {
+                let k = index - 64;
+                let base = 1024u32 << (k / 8);
+                base + (k % 8 + 1) * (base / 8)
+            }
+            _ => {
+                let k = index - 88;
+                let base = 8192u32 << (k / 4);
+                base + (k % 4 + 1) * (base / 4)
+            }
+        }
+    }
+
+    fn compute32(index: u32) -> ClassInfo {
+        let size = class_size32(index);
+        let align = (1u32 << size.trailing_zeros()).min(4096);
+        let run: u32 = if size <= 8192 {
+            64 << 10
+        } else if size <= 32 << 10 {
+            256 << 10
+        } else {
+            1 << 20
+        };
+        let slot0 = 64u32.div_ceil(align) * align;
+        ClassInfo {
+            size,
+            run_bytes: run,
+            slot0,
+            slots: (run - slot0) / size,
+            recip: (1u32 << 31).div_ceil(size / 16),
+        }
+    }
+
+    #[test]
+    fn table_is_the_32_bit_one() {
+        assert_eq!(RUN_HEADER_BYTES, 64);
+        for (i, c) in CLASSES.iter().enumerate() {
+            assert_eq!(*c, compute32(i as u32), "class {i}");
+            assert_eq!(info(i), *c, "class {i}");
+        }
+    }
+
+    /// `slot_of` with the offsets and products a 32-bit target has: the
+    /// offset in a u32, the product in a u64 (as `slot_of` computes it).
+    #[test]
+    fn reciprocals_are_exact_in_u32_offsets() {
+        for c in (0..CLASS_COUNT as u32).map(compute32) {
+            let step = if cfg!(miri) { 4093 } else { 1 };
+            for off in (0..c.run_bytes).step_by(step) {
+                let index = (((off >> 4) as u64 * c.recip as u64) >> 31) as u32;
+                assert_eq!(index, off / c.size, "size {} offset {off}", c.size);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod waste {
     use super::*;

@@ -9,6 +9,26 @@
 /// cost (see BENCHMARKS.md) and must not be used otherwise.
 pub const CHECKS: bool = !cfg!(feature = "no-misuse-checks");
 
+/// A check word from an 8-character tag: the tag itself on 64-bit targets,
+/// its two halves xored on 32-bit ones. (Truncating would keep only the
+/// last four characters, and "LIVEnolc" and "FREEnolc" would then be the
+/// same word: a freed block would still look live.)
+pub(crate) const fn magic(tag: u64) -> usize {
+    if usize::BITS >= 64 {
+        tag as usize
+    } else {
+        (tag ^ (tag >> 32)) as usize
+    }
+}
+
+/// The golden-ratio multiplier of Fibonacci hashing for the word size
+/// (`2^64 / phi` or `2^32 / phi`, odd).
+pub(crate) const GOLDEN: usize = if usize::BITS >= 64 {
+    0x9e37_79b9_7f4a_7c15u64 as usize
+} else {
+    0x9e37_79b9
+};
+
 /// What went wrong.
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
@@ -118,11 +138,13 @@ fn report(call: Option<Call>, kind: Fault, addr: usize) -> ! {
             put(b" ");
         }
     }
-    let mut hex = [0u8; 18];
+    // Every digit of the word: 16 on 64-bit targets, 8 on 32-bit ones.
+    const DIGITS: usize = usize::BITS as usize / 4;
+    let mut hex = [0u8; 2 + DIGITS];
     hex[0] = b'0';
     hex[1] = b'x';
     for (i, h) in hex[2..].iter_mut().enumerate() {
-        let nibble = (addr >> (60 - 4 * i)) & 0xf;
+        let nibble = (addr >> (4 * (DIGITS - 1 - i))) & 0xf;
         *h = b"0123456789abcdef"[nibble];
     }
     put(&hex);

@@ -158,7 +158,7 @@ fn in_window(top: usize) -> bool {
 #[inline(always)]
 pub(crate) fn home(id: usize) -> usize {
     // Thread pointers are page-spaced (or more): scramble, take the top bits.
-    (id >> 6).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - HEAP_COUNT.trailing_zeros())
+    (id >> 6).wrapping_mul(crate::fault::GOLDEN) >> (usize::BITS - HEAP_COUNT.trailing_zeros())
 }
 
 /// Called once each time a thread claims a heap (the C ABI registers its

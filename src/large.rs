@@ -23,8 +23,10 @@ use crate::{NolibcAlloc, MAX_MMAP_THRESHOLD_BYTES};
 /// Bytes reserved in front of every medium or large block.
 pub const HEADER_BYTES: usize = 32;
 
-const LIVE_MAGIC: usize = 0x4c49_5645_6e6f_6c63u64 as usize; // "LIVEnolc"
-const FREED_MAGIC: usize = 0x4652_4545_6e6f_6c63u64 as usize; // "FREEnolc"
+const LIVE_MAGIC: usize = crate::fault::magic(0x4c49_5645_6e6f_6c63); // "LIVEnolc"
+const FREED_MAGIC: usize = crate::fault::magic(0x4652_4545_6e6f_6c63); // "FREEnolc"
+                                                                       // A freed block must not look live, on 32-bit targets too.
+const _: () = assert!(LIVE_MAGIC != FREED_MAGIC);
 
 /// Which tier owns a block with a header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -58,8 +58,18 @@ use small::{Arena, Freed};
 /// threads without a heap of their own.
 pub const ARENA_COUNT: usize = 4;
 
-/// The largest the adaptive mmap threshold grows (glibc's 64-bit cap).
-pub const MAX_MMAP_THRESHOLD_BYTES: usize = 32 << 20;
+/// The largest the adaptive mmap threshold grows, and the largest
+/// `set_mmap_threshold` accepts: 32 MiB on 64-bit targets (glibc's cap
+/// there), 4 MiB on 32-bit ones. glibc caps at 512 KiB on 32-bit because
+/// its thread arenas are heaps of twice the cap aligned to their size,
+/// which would waste address space; this allocator has no such heaps. What
+/// a higher threshold costs here is that a block below it lives in a
+/// region, which goes back to the kernel only when all of it is empty: 4
+/// MiB, the size of the first mmap region, keeps every such block within
+/// one region of the geometric sequence (4 MiB doubling to 64 MiB) rather
+/// than a region of its own size, and bounds what one long-lived medium
+/// block can pin in a 3 or 4 GiB address space.
+pub const MAX_MMAP_THRESHOLD_BYTES: usize = if usize::BITS >= 64 { 32 << 20 } else { 4 << 20 };
 
 /// The allocator. See the crate documentation.
 pub struct NolibcAlloc<S: Source = Linux> {
@@ -347,7 +357,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// the one its stack address suggests, else the first free one after it.
     #[cold]
     fn lock_arena(&self) -> (usize, Guard<'_, Arena>) {
-        let hint = (heap::stack_pointer() >> 16).wrapping_mul(0x9e37_79b9_7f4a_7c15u64 as usize) >> (usize::BITS - 2);
+        let hint = (heap::stack_pointer() >> 16).wrapping_mul(crate::fault::GOLDEN) >> (usize::BITS - 2);
         let hint = hint % ARENA_COUNT;
         for i in 0..ARENA_COUNT {
             let index = (hint + i) % ARENA_COUNT;

@@ -268,7 +268,7 @@ unsafe impl Source for Linux {
         let here = 0u8;
         let sp = core::ptr::addr_of!(here) as usize;
         let limit = match sys::getrlimit(sys::RLIMIT_STACK) {
-            Ok((soft, _)) if soft != sys::RLIM_INFINITY => soft as usize,
+            Ok((soft, _)) if soft != sys::RLIM_INFINITY => usize::try_from(soft).unwrap_or(usize::MAX),
             _ => 0,
         };
         sp.saturating_sub(limit.max(STACK_GAP_BYTES))

@@ -16,12 +16,12 @@ use crate::class::{self, ClassInfo, CLASS_COUNT, RUN_HEADER_BYTES, TABLE as CLAS
 use crate::fault::{self, fault, Call, Fault, CHECKS};
 
 /// Mixed into a run's address to make its `check` word.
-const RUN_MAGIC: usize = 0x6e6f_6c69_6263_7275u64 as usize; // "nolibcru"
+const RUN_MAGIC: usize = crate::fault::magic(0x6e6f_6c69_6263_7275); // "nolibcru"
 /// Mixed into a free slot's address and its run's to make its marker (the
 /// same on the run's free list and on a remote list, so that one comparison
 /// finds a second free of either; the owner recovers the run of a remotely
 /// freed slot from it).
-const FREE_MAGIC: usize = 0x6672_6565_736c_6f74u64 as usize; // "freeslot"
+const FREE_MAGIC: usize = crate::fault::magic(0x6672_6565_736c_6f74); // "freeslot"
 
 /// The check word of a live run at `run_addr` of `run_bytes` (the size is
 /// in it, so that probing by address alone tells the run sizes apart).
@@ -66,7 +66,8 @@ pub(crate) struct Run {
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
     /// reads these bytes, which must not be uninitialised padding. Fills the
-    /// header to `RUN_HEADER_BYTES` (4 bytes with 8-byte words, 24 with 4).
+    /// header to `RUN_HEADER_BYTES` (4 bytes with 8-byte words, 24 with 4),
+    /// so that the class table is the same on every target.
     reserved: [u8; RUN_RESERVED_BYTES],
 }
 

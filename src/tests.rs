@@ -267,18 +267,20 @@ fn large_blocks_map_remap(config: Config, cache: bool) {
             assert!(!p.is_null());
             verify_zero(p, 200_000);
             fill(p, 200_000, 7);
-            let q = a.realloc(p, l, 3_000_000);
+            let q = a.realloc(p, l, 2_000_000);
             assert!(!q.is_null());
             verify(q, 200_000, 7);
             // Growth by small steps reserves room: the second step needs no call.
-            let q = a.realloc(q, Layout::from_size_align(3_000_000, 16).unwrap(), 3_004_096);
+            let q = a.realloc(q, Layout::from_size_align(2_000_000, 16).unwrap(), 2_004_096);
             let calls = a.stats().syscalls.mremap;
-            let r = a.realloc(q, Layout::from_size_align(3_004_096, 16).unwrap(), 3_008_192);
+            let r = a.realloc(q, Layout::from_size_align(2_004_096, 16).unwrap(), 2_008_192);
             assert_eq!(a.stats().syscalls.mremap, calls);
             verify(r, 200_000, 7);
-            a.dealloc(r, Layout::from_size_align(3_008_192, 16).unwrap());
+            a.dealloc(r, Layout::from_size_align(2_008_192, 16).unwrap());
         }
-        // Without a cache the threshold rises after a large free; with one,
+        // Without a cache the threshold rises after a large free (the block,
+        // with its room for growth, is below the 4 MiB cap of 32-bit targets);
+        // with one,
         // large blocks keep their own mappings, cached for the next one.
         assert_eq!(a.mmap_threshold() > 128 << 10, !cache, "threshold");
         assert_eq!(a.stats().mapped_bytes > mapped, cache, "cached mapping");
@@ -770,7 +772,17 @@ fn mmap_threshold_set_at_run_time() {
             a.dealloc(p.as_ptr(), half);
 
             assert!(!a.set_mmap_threshold(64 << 20), "above the 32 MiB cap");
+            // The cap is 4 MiB where words are 32 bits (`MAX_MMAP_THRESHOLD_BYTES`).
+            let cap = if cfg!(target_pointer_width = "64") {
+                32 << 20
+            } else {
+                4 << 20
+            };
+            assert!(!a.set_mmap_threshold(cap + 4096), "above the cap");
             assert_eq!(a.mmap_threshold(), 256 << 10);
+            assert!(a.set_mmap_threshold(cap), "at the cap");
+            assert_eq!(a.mmap_threshold(), cap);
+            assert!(a.set_mmap_threshold(256 << 10));
             // Below the configured threshold the small tier keeps its sizes.
             assert!(a.set_mmap_threshold(4096));
             assert_eq!(a.mmap_threshold(), 128 << 10);

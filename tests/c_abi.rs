@@ -42,7 +42,15 @@ enum Flavor {
     NoLibc,
 }
 
-const ARCH: &str = std::env::consts::ARCH;
+/// The architecture of the host's C toolchain (gcc, musl-gcc) and so of
+/// the libraries built here. A 32-bit x86 test binary (`cargo test --target
+/// i686-unknown-linux-gnu`) runs on an x86_64 host: these tests then check
+/// the host's C ABI as usual; the 32-bit one is `tests/c_abi32.rs`.
+const ARCH: &str = if cfg!(target_arch = "x86") {
+    "x86_64"
+} else {
+    std::env::consts::ARCH
+};
 
 fn capi_target_dir() -> PathBuf {
     let nostd = freestanding::build_dir();

@@ -231,14 +231,16 @@ struct Reserved {
     count: usize,
 }
 
-/// Maps PROT_NONE (no commit charge) in chunks from 64 TiB down to one
+/// Maps PROT_NONE (no commit charge) in chunks from 64 TiB (2 GiB on 32-bit
+/// targets) down to one
 /// page until nothing fits anywhere: the address space is full.
 fn reserve_everything() -> Reserved {
     let mut r = Reserved {
         spans: [(0, 0); 512],
         count: 0,
     };
-    let mut len = 1usize << 46;
+    // 64 TiB on 64-bit targets, 2 GiB on 32-bit ones.
+    let mut len = 1usize << (usize::BITS.min(47) - 1);
     while len >= 4096 {
         // SAFETY: a fresh PROT_NONE mapping where the kernel likes.
         match unsafe { sys::mmap_anon(0, len, sys::PROT_NONE, sys::MAP_PRIVATE_ANON | sys::MAP_NORESERVE) } {

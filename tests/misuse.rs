@@ -81,7 +81,12 @@ fn misuse(name: &str, faults: &[&str], child: fn(&NolibcAlloc)) {
     let addr = misused_address(&stdout).unwrap_or_else(|| panic!("{name}: no address on stdout\n{text}"));
     let expected: Vec<String> = faults
         .iter()
-        .map(|f| format!("nolibc-alloc: {f} 0x{addr:016x}"))
+        .map(|f| {
+            format!(
+                "nolibc-alloc: {f} 0x{addr:0width$x}",
+                width = 2 * std::mem::size_of::<usize>()
+            )
+        })
         .collect();
     assert!(
         expected.iter().any(|e| lines[0] == e),

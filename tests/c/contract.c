@@ -50,6 +50,15 @@ static long sys3(long n, long a, long b, long c) {
     register long a2 __asm__("a2") = c;
     __asm__ volatile("ecall" : "+r"(a0) : "r"(a7), "r"(a1), "r"(a2) : "memory");
     ret = a0;
+#elif defined(__i386__)
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(n), "b"(a), "c"(b), "d"(c) : "memory");
+#elif defined(__arm__)
+    register long r7 __asm__("r7") = n;
+    register long r0 __asm__("r0") = a;
+    register long r1 __asm__("r1") = b;
+    register long r2 __asm__("r2") = c;
+    __asm__ volatile("svc 0" : "+r"(r0) : "r"(r7), "r"(r1), "r"(r2) : "memory");
+    ret = r0;
 #else
 #error "NOLIBC: add the syscall instruction of this architecture"
 #endif
@@ -57,6 +66,10 @@ static long sys3(long n, long a, long b, long c) {
 }
 #if defined(__x86_64__)
 enum { SYS_WRITE = 1, SYS_BRK = 12, SYS_EXIT_GROUP = 231 };
+#elif defined(__i386__)
+enum { SYS_WRITE = 4, SYS_BRK = 45, SYS_EXIT_GROUP = 252 };
+#elif defined(__arm__)
+enum { SYS_WRITE = 4, SYS_BRK = 45, SYS_EXIT_GROUP = 248 };
 #else
 enum { SYS_WRITE = 64, SYS_BRK = 214, SYS_EXIT_GROUP = 94 };
 #endif
@@ -119,7 +132,22 @@ int mallopt(int, int);
 #define M_MXFAST_ 1
 
 #define PTRDIFF_MAX_ ((size_t)PTRDIFF_MAX)
+#if __SIZEOF_SIZE_T__ == 8
 #define HUGE_ ((size_t)1 << 62) /* a valid size no kernel can map */
+#define NEAR_PTRDIFF_MAX_ (PTRDIFF_MAX_ - 4096)
+#else
+/* 32 bits: a 32-bit process on a 64-bit kernel has 4 GiB, so any size up to
+ * PTRDIFF_MAX might be mapped; these are too large once rounded up to the
+ * 16-byte alignment of every block, and must fail whatever the memory. */
+#define HUGE_ (PTRDIFF_MAX_ - 7)
+#define NEAR_PTRDIFF_MAX_ (PTRDIFF_MAX_ - 8)
+#endif
+/* Half the bits of a size_t: HALF_ * HALF_ just overflows. */
+#define HALF_ ((size_t)1 << (4 * sizeof(size_t)))
+
+/* Every block is 16-aligned (check_fresh): enough for max_align_t, which is
+ * 16 on x86_64, aarch64, riscv64 and i386 (glibc), 8 on arm EABI. */
+_Static_assert(_Alignof(max_align_t) <= 16, "blocks are aligned to 16 bytes");
 
 /* ---- output without stdio ------------------------------------------------ */
 
@@ -248,7 +276,7 @@ static void zero_sizes(void) {
 
 /* Impossible sizes: NULL and ENOMEM. */
 static void too_big(void) {
-    static const size_t huge[] = {SIZE_MAX_, SIZE_MAX_ - 15, PTRDIFF_MAX_, PTRDIFF_MAX_ - 4096, HUGE_};
+    static const size_t huge[] = {SIZE_MAX_, SIZE_MAX_ - 15, PTRDIFF_MAX_, NEAR_PTRDIFF_MAX_, HUGE_};
     for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
         errno = 0;
         void *p = malloc(huge[i]);
@@ -339,7 +367,7 @@ static void calloc_zeroing(void) {
     }
     /* Overflowing products. */
     static const size_t pairs[][2] = {
-        {SIZE_MAX_ / 2 + 1, 2}, {(size_t)1 << 32, (size_t)1 << 32}, {SIZE_MAX_, SIZE_MAX_}, {3, SIZE_MAX_ / 2}};
+        {SIZE_MAX_ / 2 + 1, 2}, {HALF_, HALF_}, {SIZE_MAX_, SIZE_MAX_}, {3, SIZE_MAX_ / 2}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         errno = 0;
         CHECK(calloc(pairs[i][0], pairs[i][1]) == NULL, "calloc overflow succeeded", pairs[i][0], pairs[i][1]);
@@ -353,7 +381,7 @@ static void reallocarray_cases(void) {
     void *p = malloc(64);
     FRESH(p, 64, 16);
     fill(p, 64, 5);
-    static const size_t pairs[][2] = {{SIZE_MAX_ / 4, 8}, {(size_t)1 << 33, (size_t)1 << 31}, {SIZE_MAX_, 2}};
+    static const size_t pairs[][2] = {{SIZE_MAX_ / 4, 8}, {HALF_ * 2, HALF_ / 2}, {SIZE_MAX_, 2}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         errno = 0;
         CHECK(reallocarray(p, pairs[i][0], pairs[i][1]) == NULL, "reallocarray overflow succeeded", pairs[i][0], pairs[i][1]);
@@ -631,6 +659,10 @@ static void malloc_extras(void) {
     free(medium);
     free(mapped);
     CHECK(mallopt(M_MMAP_THRESHOLD_, 64 << 20) == 0, "M_MMAP_THRESHOLD above 32 MiB refused", 0, 0);
+#if __SIZEOF_SIZE_T__ == 4
+    /* The cap is 4 MiB where words are 32 bits (MAX_MMAP_THRESHOLD_BYTES). */
+    CHECK(mallopt(M_MMAP_THRESHOLD_, 8 << 20) == 0, "M_MMAP_THRESHOLD above 4 MiB refused", 0, 0);
+#endif
     CHECK(mallopt(M_MMAP_THRESHOLD_, -1) == 0, "negative M_MMAP_THRESHOLD refused", 0, 0);
     CHECK(mallopt(M_TRIM_THRESHOLD_, 1 << 20) == 1, "mallopt(M_TRIM_THRESHOLD)", 0, 0);
     CHECK(mallopt(M_MXFAST_, 64) == 0, "M_MXFAST is not supported", 0, 0);

@@ -18,7 +18,10 @@ use std::time::{Duration, SystemTime};
 
 /// Every Debian package `cargo test` may need, for the one command printed
 /// when the tests cannot install them themselves.
-pub const PACKAGES: &str = "binutils gcc musl-tools python3 qemu-user sqlite3 xz-utils zstd";
+/// (`gcc-12-multilib`, not `gcc-multilib`: that one conflicts with the arm
+/// cross compiler; 12 is Debian 12's gcc, see [`need_gcc_m32`].)
+pub const PACKAGES: &str =
+    "binutils gcc gcc-12-multilib gcc-arm-linux-gnueabihf musl-tools python3 qemu-user sqlite3 xz-utils zstd";
 
 /// `apt-get update` is run again only when the last one is older than this.
 const UPDATE_EVERY: Duration = Duration::from_secs(3600);
@@ -56,6 +59,114 @@ pub fn need(tools: &[&str], package: &str) -> Vec<PathBuf> {
         panic!("`{missing}` not found and the Debian package {package} could not be installed: {e}");
     }
     found().unwrap_or_else(|| panic!("`{missing}` still not found after installing the Debian package {package}"))
+}
+
+/// [`need`] for what is not a program on the `PATH` (a library, a
+/// compiler mode): `present` tells whether it is there; the Debian package
+/// `package` is installed first when it is not, under the same rules.
+pub fn need_that(what: &str, present: impl Fn() -> bool, package: &str) {
+    if present() {
+        return;
+    }
+    if !is_root() {
+        stop(&format!(
+            "{what} is missing (Debian package {package}), and installing it needs root.\n\
+             Run this once, then the tests again:\n\n    \
+             sudo apt-get install -y {PACKAGES}\n"
+        ));
+    }
+    let _lock = lock();
+    if present() {
+        return;
+    }
+    if let Err(e) = install(package) {
+        panic!("{what} is missing and the Debian package {package} could not be installed: {e}");
+    }
+    assert!(
+        present(),
+        "{what} still missing after installing the Debian package {package}"
+    );
+}
+
+/// `gcc -m32 -static` compiles and links a C program: gcc's 32-bit runtime
+/// and glibc's i386 libraries (Debian's `gcc-N-multilib`, N the version of
+/// `gcc`; installed when missing). Returns `gcc` and an include directory to
+/// pass with `-isystem`, which holds the `asm` headers: Debian's
+/// `gcc-multilib` would link `/usr/include/asm` to the x86 ones (the same
+/// for i386 and x86_64), but it conflicts with the arm cross compiler
+/// `tests/c_abi32.rs` also needs, so the tests make that link themselves.
+pub fn need_gcc_m32() -> (PathBuf, PathBuf) {
+    let gcc = need_one("gcc", "gcc");
+    let shim = std::env::temp_dir().join("nolibc-alloc-m32-include");
+    let _ = fs::create_dir_all(&shim);
+    if !shim.join("asm").exists() {
+        let _ = std::os::unix::fs::symlink("/usr/include/x86_64-linux-gnu/asm", shim.join("asm"));
+    }
+    let links = || {
+        let dir = std::env::temp_dir().join(format!("nolibc-alloc-m32-probe-{}", std::process::id()));
+        let _ = fs::create_dir_all(&dir);
+        let src = dir.join("probe.c");
+        let ok = fs::write(
+            &src,
+            "#include <errno.h>\n#include <stdio.h>\nint main(void) { return puts(\"\") < 0 || errno; }\n",
+        )
+        .is_ok()
+            && Command::new(&gcc)
+                .args(["-m32", "-static", "-isystem"])
+                .arg(&shim)
+                .arg("-o")
+                .arg(dir.join("probe"))
+                .arg(&src)
+                .output()
+                .is_ok_and(|o| o.status.success());
+        let _ = fs::remove_dir_all(&dir);
+        ok
+    };
+    let version = Command::new(&gcc)
+        .arg("-dumpversion")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let package = format!("gcc-{version}-multilib");
+    need_that("`gcc -m32 -static` (32-bit glibc for gcc)", links, &package);
+    (gcc, shim)
+}
+
+/// `rustup target add TARGET` for `toolchain` when it is not installed yet.
+pub fn need_rust_target(toolchain: &str, target: &str) {
+    let installed = || {
+        Command::new("rustup")
+            .args(["target", "list", "--installed", "--toolchain", toolchain])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == target))
+    };
+    if installed() {
+        return;
+    }
+    let _lock = lock();
+    if installed() {
+        return;
+    }
+    let _ = nolibc_alloc::sys::write(
+        2,
+        format!("nolibc-alloc tests: rustup target add {target} ({toolchain})\n").as_bytes(),
+    );
+    let status = Command::new("rustup")
+        .args(["target", "add", "--toolchain", toolchain, target])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()) && installed(),
+        "`rustup target add --toolchain {toolchain} {target}` failed"
+    );
 }
 
 /// [`need`] for one tool.

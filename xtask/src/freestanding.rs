@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 pub const NIGHTLY: &str = "nightly-2026-05-20";
 
 /// The examples that are freestanding programs.
-pub const EXAMPLES: [&str; 8] = [
+pub const EXAMPLES: [&str; 9] = [
     "hello",
     "brk_blocked",
     "tiny",
@@ -24,6 +24,7 @@ pub const EXAMPLES: [&str; 8] = [
     "hostile",
     "threads",
     "thread_waves",
+    "exhaust",
 ];
 
 /// The `*-linux-nostd.json` target specs at the repository root.
