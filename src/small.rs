@@ -30,6 +30,11 @@ fn run_check(run_addr: usize, run_bytes: usize) -> usize {
     run_addr ^ RUN_MAGIC ^ run_bytes
 }
 
+/// Bytes of fresh slots carved at once (see `Arena::take_slot`).
+const FRESH_BATCH_BYTES: usize = 1024;
+/// Most fresh slots carved at once.
+const FRESH_BATCH_SLOTS: usize = 16;
+
 /// Header at the start of every run. It repeats what the hot paths need of
 /// its class (size, reciprocal, slots, first slot), so that they read one
 /// cache line and no table.
@@ -259,10 +264,20 @@ impl Arena {
                 (*s).marker = 0;
                 s.cast::<u8>()
             } else {
-                let s = run
-                    .cast::<u8>()
-                    .add((*run).slot0 as usize + (*run).bump as usize * size);
-                (*run).bump += 1;
+                let first = (*run).bump as usize;
+                let s = run.cast::<u8>().add((*run).slot0 as usize + first * size);
+                // A few more slots (a kilobyte's worth, at most 16) go onto
+                // the free list at once, lowest first: the next allocations
+                // then take the fast path instead of coming here for each.
+                let left = (*run).slots as usize - first;
+                let n = left.min(FRESH_BATCH_BYTES / size).clamp(1, FRESH_BATCH_SLOTS);
+                for i in (1..n).rev() {
+                    let f = s.add(i * size).cast::<FreeSlot>();
+                    (*f).next = (*run).free;
+                    (*f).marker = free_marker(run, f.cast());
+                    (*run).free = f;
+                }
+                (*run).bump += n as u16;
                 // Memory reused from an old run may hold a stale marker.
                 (*s.cast::<FreeSlot>()).marker = 0;
                 s
