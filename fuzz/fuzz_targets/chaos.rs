@@ -873,10 +873,12 @@ fuzz_target!(|input: Input| {
         unsafe { alloc.free_unsized(NonNull::new(b.ptr).unwrap()) };
     }
     model.check();
-    // Blocks freed by another "thread" than their heap's owner wait on the
-    // owner's remote list until the owner takes them back: each takes its
-    // own back with `trim` (which also drains the heaps nobody owns).
-    for t in [1usize, 2, 3, 0] {
+    // Blocks freed by another "thread" than their heap's owner wait in the
+    // freeing thread's outbox, then on the owner's remote list, until the
+    // owner takes them back: each thread's `trim` hands its outbox over and
+    // takes its own remote list back (and drains the heaps nobody owns), so
+    // two rounds: the second takes back what the first handed over.
+    for t in [1usize, 2, 3, 0, 1, 2, 3, 0] {
         alloc.source().identity.set(t << 12);
         alloc.trim();
     }
