@@ -21,8 +21,9 @@ pub struct Config {
     /// when a large block is freed, as glibc's does. Off once the threshold
     /// is set explicitly.
     pub adaptive_threshold: bool,
-    /// Bytes of empty runs an arena keeps before giving runs back, and the
-    /// size up to which a last, empty region is kept.
+    /// Bytes of empty runs an arena keeps before giving runs back (the last
+    /// 64 KiB run of a class stays past it), and the size up to which a
+    /// last, empty region is kept.
     pub trim_threshold: usize,
     /// Whether to take memory from the program break: `None` decides by
     /// target (on where `target_env` is empty, i.e. no libc shares the break).
@@ -231,8 +232,9 @@ impl<S: Source> NolibcAlloc<S> {
     }
 
     /// Sets the trim threshold at run time (`mallopt(M_TRIM_THRESHOLD)`):
-    /// the bytes of empty runs an arena keeps before giving runs back, and
-    /// the size up to which a last, empty region is kept.
+    /// the bytes of empty runs an arena keeps before giving runs back (the
+    /// last 64 KiB run of a class stays past it), and the size up to which
+    /// a last, empty region is kept.
     pub fn set_trim_threshold(&self, bytes: usize) {
         self.tuning
             .trim_threshold_x

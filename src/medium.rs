@@ -123,7 +123,7 @@ pub(crate) struct Core {
     /// Bytes carved from heaps and not returned (dirty runs included).
     used_bytes: usize,
     /// Runs handed to or taken from the dirty lists so far (the dirty runs' clock).
-    run_events: usize,
+    pub(crate) run_events: usize,
     /// Bytes of regions whose heap is empty. Invariant: the sum of `len`
     /// over the linked regions with `heap.used() == 0`.
     idle_region_bytes: usize,

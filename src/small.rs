@@ -7,7 +7,10 @@
 //! keeps its own free list and live count; each [`Arena`] keeps, per class, a
 //! list of the runs that have free slots. Alloc and free are O(1). A run that
 //! becomes empty is given back to the core unless it fits in the arena's small
-//! cache of empty runs (bounded by the trim threshold).
+//! cache of empty runs (bounded by the trim threshold) or is the last run of
+//! its class (64 KiB runs only: a class whose few slots come and go, freed
+//! by another thread say, must not take a new run every round); `trim`,
+//! thread exit and the end of a burst give those back too.
 
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -364,7 +367,12 @@ impl Arena {
                 self.cached_empty_bytes += bytes;
                 return Freed::Idle;
             }
-            if self.cached_empty_bytes + bytes <= trim_threshold {
+            // Within the budget, or the last run of its class (of the
+            // smallest run size): kept, so that a class whose few slots come
+            // and go (freed by another thread, say) does not take a new run
+            // for each round.
+            let alone = (*run).prev.is_null() && (*run).next.is_null();
+            if self.cached_empty_bytes + bytes <= trim_threshold || (alone && bytes <= class::RUN_BYTES_SMALL) {
                 self.cached_empty_bytes += bytes;
                 return Freed::Done;
             }

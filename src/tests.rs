@@ -880,3 +880,43 @@ fn fork_hooks_hold_every_lock_and_reset_in_the_child() {
         assert_eq!(a.stats().in_use_bytes, 0);
     });
 }
+
+/// A class whose only run empties keeps it, past the trim budget: a
+/// program whose few slots of many classes come and go (a producer whose
+/// blocks another thread frees) does not give a run back and take a new
+/// one every round. Runs beside another of their class still go.
+#[test]
+fn the_last_run_of_a_class_stays_past_the_budget() {
+    with_alloc(mmap_config().trim_threshold(0), 0, 4096, |a| {
+        let sizes = [16, 48, 100, 200, 400, 700, 1000, 2000];
+        let layouts = sizes.map(|s| Layout::from_size_align(s, 8).unwrap());
+        let before = a.stats().syscalls.madvise;
+        let events = a.core.lock().run_events;
+        for _ in 0..50 {
+            // SAFETY: non-zero layouts; every block freed once.
+            unsafe {
+                let ps = layouts.map(|l| a.alloc(l));
+                assert!(ps.iter().all(|p| !p.is_null()));
+                for (p, l) in ps.iter().zip(layouts) {
+                    a.dealloc(*p, l);
+                }
+            }
+            a.validate();
+        }
+        assert_eq!(a.stats().syscalls.madvise, before, "runs given back and purged");
+        assert_eq!(a.core.lock().run_events, events, "runs taken from the core again");
+        // A second run of a class, once empty, is over the budget: it goes.
+        let l = layouts[0];
+        let slots = CLASSES[crate::class::class_for(16, 8).unwrap()].slots as usize;
+        // SAFETY: as above.
+        unsafe {
+            let ps: Vec<_> = (0..slots + 1).map(|_| a.alloc(l)).collect();
+            let events = a.core.lock().run_events;
+            for p in &ps {
+                a.dealloc(*p, l);
+            }
+            assert!(a.core.lock().run_events > events, "the run beside another was kept");
+        }
+        a.validate();
+    });
+}
