@@ -480,19 +480,48 @@ impl<S: Source> NolibcAlloc<S> {
         let index = unsafe { small::arena_of(run) };
         let id = self.os.source.thread_identity_fast();
         if let Some(heap) = self.heaps.get(index) {
-            if id != 0 && heap.is_mine(id) {
-                // SAFETY: the calling thread owns the heap and the run is one of its.
-                unsafe {
-                    let arena = heap.arena();
-                    if !arena.free(run, ptr, false, call) {
-                        self.free_rest(arena, run);
+            if id != 0 {
+                if heap.is_mine(id) {
+                    // SAFETY: the calling thread owns the heap and the run is one of its.
+                    unsafe {
+                        let arena = heap.arena();
+                        if !arena.free(run, ptr, false, call) {
+                            self.free_rest(arena, run);
+                        }
                     }
+                    return;
                 }
-                return;
+                // SAFETY: forwarded; `index` is a heap's.
+                return unsafe { self.free_remote(run, ptr, index, id, call) };
             }
         }
         // SAFETY: forwarded.
         unsafe { self.free_slot_other(run, ptr, index, call) }
+    }
+
+    /// A slot of heap `dest` freed by thread `id` (not its owner): checked,
+    /// marked, and into the caller's outbox when the chain for `dest` is
+    /// there and not full, else [`Self::send_remote`]. Out of line, with
+    /// no frame of its own (its rare ends are tail calls).
+    ///
+    /// # Safety
+    /// As [`Self::free_slot`]; `dest` is the run's arena, a heap.
+    #[inline(never)]
+    unsafe fn free_remote(&self, run: NonNull<small::Run>, ptr: NonNull<u8>, dest: usize, id: usize, call: Call) {
+        // SAFETY: a live slot of one of the heap's runs (its boundary
+        // checked here: the owner takes it back unchecked).
+        unsafe {
+            small::check_slot(run, ptr, call);
+            small::mark_remote(run, ptr, call);
+            let mine = &self.heaps[heap::home(id)];
+            if small::slot_size(run) <= outbox::MAX_SLOT_BYTES
+                && mine.is_mine(id)
+                && mine.outbox().push_fast(dest, ptr.as_ptr())
+            {
+                return;
+            }
+            self.send_remote(id, dest, run, ptr)
+        }
     }
 
     /// [`Self::free_slot`] when the fast path does not apply: a slot of
@@ -536,7 +565,7 @@ impl<S: Source> NolibcAlloc<S> {
     /// # Safety
     /// `ptr` is a slot of `run`, a run of heap `dest`, marked by
     /// [`small::mark_remote`] and the caller's alone.
-    #[inline]
+    #[inline(never)]
     unsafe fn send_remote(&self, id: usize, dest: usize, run: NonNull<small::Run>, ptr: NonNull<u8>) {
         let mine = &self.heaps[heap::home(id)];
         // SAFETY: `run` is a checked live run.
