@@ -69,8 +69,11 @@ pub(crate) struct Run {
     slot0: u16,
     /// Size class index.
     class: u8,
-    /// Whether the run is linked in its class list. Invariant: true iff
-    /// `live < slots` (it has a free slot).
+    /// Whether the run is linked in its class list. Invariant: true if
+    /// `live < slots` (it has a free slot); a full run stays listed until
+    /// an allocation finds it at the head of its list with no slot left
+    /// ([`Arena::alloc_fresh`] unlinks it), so that the fast path need not
+    /// test for the last slot.
     listed: bool,
     /// Written as zeros: the pointer-only lookup of a slot near the header
     /// reads these bytes, which must not be uninitialised padding. Fills the
@@ -176,9 +179,10 @@ impl Arena {
                 return None;
             }
             let live = (*run).live;
-            // The common case: a run that is neither empty nor about to be
-            // full. Everything else: `take_slot`.
-            if live == 0 || live + 1 == (*run).slots {
+            // The common case: a run that is not empty (an empty one leaves
+            // the cached empty runs: `take_slot`). A run this makes full
+            // stays listed (see `Run::listed`).
+            if live == 0 {
                 return Some(self.take_slot(run));
             }
             (*run).free = (*s).next;
@@ -199,12 +203,21 @@ impl Arena {
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_fresh(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let run = self.classes.get(class)?.head;
-        if run.is_null() {
-            return None;
+        loop {
+            let run = self.classes.get(class)?.head;
+            if run.is_null() {
+                return None;
+            }
+            // SAFETY: listed runs are live runs of this arena; a full one
+            // (left listed by `alloc`) is unlinked, the next tried.
+            unsafe {
+                if (*run).live == (*run).slots {
+                    self.unlink(run);
+                    continue;
+                }
+                return Some(self.take_slot(run));
+            }
         }
-        // SAFETY: listed runs are live runs of this arena with a free slot.
-        unsafe { Some(self.take_slot(run)) }
     }
 
     /// Installs a fresh run for `class` (described by `info`) at `mem` (from the core, `run_bytes`
@@ -458,7 +471,7 @@ impl Arena {
                     );
                     check(r.class as usize == class, "run in the list of its class");
                     check(r.prev == prev, "run list back link");
-                    check(r.listed && (r.live as u32) < info.slots, "listed iff a slot is free");
+                    check(r.listed, "listed runs say so");
                     validate_run(run, info);
                     if r.live == 0 {
                         cached += info.run_bytes as usize;
