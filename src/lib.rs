@@ -911,10 +911,13 @@ impl<S: Source> NolibcAlloc<S> {
         unsafe {
             if !large::has_header(ptr) {
                 // Not a block with a header, so a slot (the common case).
-                match small::find_run(ptr, |_| true, Call::CFree) {
-                    Some((run, _)) => return self.free_slot(run, ptr, Call::CFree),
-                    None => self.bad_pointer(ptr, Call::CFree),
-                }
+                return small::find_run_then(
+                    ptr,
+                    |_| true,
+                    Call::CFree,
+                    |run, _| self.free_slot(run, ptr, Call::CFree),
+                    || self.bad_pointer(ptr, Call::CFree),
+                );
             }
             self.free_unsized_block(ptr);
         }

@@ -693,6 +693,24 @@ pub(crate) unsafe fn find_run(
     readable: impl Fn(*const u8) -> bool,
     call: Call,
 ) -> Option<(NonNull<Run>, usize)> {
+    // SAFETY: forwarded.
+    unsafe { find_run_then(ptr, readable, call, |run, class| Some((run, class)), || None) }
+}
+
+/// [`find_run`] in continuation-passing style: `found` with the run and
+/// its class, else `missing` (no `Option` of a pointer for the caller to
+/// test again: C's `free` tail-calls one or the other).
+///
+/// # Safety
+/// As [`find_run`].
+#[inline(always)]
+pub(crate) unsafe fn find_run_then<R>(
+    ptr: NonNull<u8>,
+    readable: impl Fn(*const u8) -> bool,
+    call: Call,
+    found: impl FnOnce(NonNull<Run>, usize) -> R,
+    missing: impl FnOnce() -> R,
+) -> R {
     let addr = ptr.as_ptr() as usize;
     for run_bytes in [
         crate::class::RUN_BYTES_SMALL,
@@ -702,7 +720,7 @@ pub(crate) unsafe fn find_run(
         let run_addr = addr & !(run_bytes - 1);
         let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
         if !readable(run.cast()) {
-            return None;
+            return missing();
         }
         // SAFETY: the run holding `ptr` starts at or below `run_addr`.
         let r = unsafe { &*run };
@@ -710,10 +728,10 @@ pub(crate) unsafe fn find_run(
         if r.check == run_check(run_addr, run_bytes) {
             let _ = call; // the slot is checked where it is freed
                           // SAFETY: `run` is derived from a non-null pointer minus its offset in the run.
-            return Some((unsafe { NonNull::new_unchecked(run) }, r.class as usize));
+            return found(unsafe { NonNull::new_unchecked(run) }, r.class as usize);
         }
     }
-    None
+    missing()
 }
 
 /// The arena owning a checked run.
