@@ -514,9 +514,10 @@ impl<S: Source> NolibcAlloc<S> {
             small::check_slot(run, ptr, call);
             small::mark_remote(run, ptr, call);
             let mine = &self.heaps[heap::home(id)];
-            if small::slot_size(run) <= outbox::MAX_SLOT_BYTES
+            let size = small::slot_size(run);
+            if size <= outbox::MAX_SLOT_BYTES
                 && mine.is_mine(id)
-                && mine.outbox().push_fast(dest, ptr.as_ptr())
+                && mine.outbox().push_fast(dest, ptr.as_ptr(), outbox::units(size))
             {
                 return;
             }
@@ -567,12 +568,12 @@ impl<S: Source> NolibcAlloc<S> {
     /// [`small::mark_remote`] and the caller's alone.
     #[inline(never)]
     unsafe fn send_remote(&self, id: usize, dest: usize, run: NonNull<small::Run>, ptr: NonNull<u8>) {
-        let mine = &self.heaps[heap::home(id)];
         // SAFETY: `run` is a checked live run.
-        let small = unsafe { small::slot_size(run) } <= outbox::MAX_SLOT_BYTES;
-        if id != 0 && small && mine.is_mine(id) {
+        let size = unsafe { small::slot_size(run) };
+        let mine = &self.heaps[heap::home(id)];
+        if id != 0 && size <= outbox::MAX_SLOT_BYTES && mine.is_mine(id) {
             // SAFETY: the caller owns `mine`; the slot is the caller's.
-            if let Some(chain) = unsafe { mine.outbox().push(dest, ptr.as_ptr()) } {
+            if let Some(chain) = unsafe { mine.outbox().push(dest, ptr.as_ptr(), outbox::units(size)) } {
                 self.hand_over(chain);
             }
             return;

@@ -8,12 +8,13 @@
 //! its own first links the slot into its heap's *outbox*: a chain per
 //! destination heap for a few destinations at once, kept with plain loads
 //! and stores. A whole chain is handed over with one compare-and-swap when
-//! it is [`BATCH`] slots long, or when a new destination needs its place
-//! (the longest chain goes).
+//! it weighs [`BATCH`] units (a slot weighs one per started 512 bytes past
+//! the first: 32 slots of up to 1 KiB, 4 of 4 KiB), or when a new
+//! destination needs its place (the heaviest chain goes).
 //!
-//! **Bounded.** An outbox holds at most [`ENTRIES`] × ([`BATCH`] − 1) slots
-//! of at most [`MAX_SLOT_BYTES`] each (larger slots go straight to the
-//! owner): 93 KiB per heap at worst. They count as in use in the owner's
+//! **Bounded.** An outbox holds at most [`ENTRIES`] × ([`BATCH`] − 1) units,
+//! a unit at most 1 KiB of slot, of slots of at most [`MAX_SLOT_BYTES`]
+//! (larger ones go straight to the owner): 93 KiB per heap at worst. They count as in use in the owner's
 //! heap until they reach it. [`crate::NolibcAlloc::trim`] and
 //! [`crate::NolibcAlloc::thread_exit`] empty the calling thread's outbox;
 //! a heap that another thread adopts keeps its outbox, which the new owner
@@ -31,11 +32,21 @@ use core::ptr;
 /// arena in a heap's 1 KiB).
 pub(crate) const ENTRIES: usize = 3;
 
-/// Slots per chain at which it is handed over.
+/// Units (see [`units`]) per chain at which it is handed over.
 pub(crate) const BATCH: u32 = 32;
 
-/// Larger slots are pushed one by one (a chain of them would hold too much).
-pub(crate) const MAX_SLOT_BYTES: usize = 1024;
+/// Larger slots are pushed one by one (one would fill a chain).
+pub(crate) const MAX_SLOT_BYTES: usize = ((BATCH as usize) << UNIT_SHIFT) - 1;
+
+const UNIT_SHIFT: u32 = 9;
+
+/// What a slot of `size` bytes (at most [`MAX_SLOT_BYTES`]) weighs in a
+/// chain: 1 up to 1023 bytes, then a unit per 512 (so a unit stands for
+/// at most 1 KiB: the outbox's bound holds for every slot size).
+#[inline(always)]
+pub(crate) fn units(size: usize) -> u32 {
+    ((size >> UNIT_SHIFT) as u32).max(1)
+}
 
 /// A chain of slots for one destination heap, linked through their first
 /// word, null-terminated at `tail`.
@@ -54,7 +65,7 @@ struct Entry {
     /// Destination heap index + 1; 0 while empty (so that a new outbox is
     /// all zero and lives in `.bss`).
     dest: u32,
-    /// Slots in the chain.
+    /// Units (see [`units`]) of the chain's slots.
     count: u32,
 }
 
@@ -95,37 +106,38 @@ impl Outbox {
     /// # Safety
     /// As `push`.
     #[inline(always)]
-    pub(crate) unsafe fn push_fast(&mut self, dest: usize, slot: *mut u8) -> bool {
+    pub(crate) unsafe fn push_fast(&mut self, dest: usize, slot: *mut u8, units: u32) -> bool {
         let tag = dest as u32 + 1;
         for e in self.entries.iter_mut() {
             if e.dest == tag {
-                if e.count + 1 >= BATCH {
+                if e.count + units >= BATCH {
                     return false;
                 }
                 // SAFETY: the slot is ours; it heads the chain.
                 unsafe { slot.cast::<*mut u8>().write(e.head) };
                 e.head = slot;
-                e.count += 1;
+                e.count += units;
                 return true;
             }
         }
         false
     }
 
-    /// Adds `slot` (marked, checked, owned by heap `dest`) to the chain for
-    /// `dest`. Returns a chain to hand over now: that one, full, or the
-    /// chain of another destination it displaced.
+    /// Adds `slot` (marked, checked, owned by heap `dest`, weighing `units`,
+    /// below [`BATCH`]) to the chain for `dest`. Returns a chain to hand
+    /// over now: that one, full, or the chain of another destination it
+    /// displaced.
     ///
     /// # Safety
     /// `slot` is a freed slot with room for a link word, nobody else's.
     #[inline]
-    pub(crate) unsafe fn push(&mut self, dest: usize, slot: *mut u8) -> Option<Chain> {
+    pub(crate) unsafe fn push(&mut self, dest: usize, slot: *mut u8, units: u32) -> Option<Chain> {
         let tag = dest as u32 + 1;
         if let Some(e) = self.entries.iter_mut().find(|e| e.dest == tag) {
             // SAFETY: the slot is ours; it heads the chain.
             unsafe { slot.cast::<*mut u8>().write(e.head) };
             e.head = slot;
-            e.count += 1;
+            e.count += units;
             if e.count < BATCH {
                 return None;
             }
@@ -151,7 +163,7 @@ impl Outbox {
             head: slot,
             tail: slot,
             dest: tag,
-            count: 1,
+            count: units,
         };
         out
     }
@@ -205,7 +217,7 @@ mod tests {
         let mut full = std::vec::Vec::new();
         for s in slots(&mut buf) {
             // SAFETY: the cells are the test's.
-            if let Some(c) = unsafe { o.push(5, s) } {
+            if let Some(c) = unsafe { o.push(5, s, 1) } {
                 full.push(c);
             }
         }
@@ -214,6 +226,24 @@ mod tests {
             assert_eq!((c.dest, chain_len(c)), (5, BATCH as usize));
         }
         assert_eq!(o.chains().count(), 0, "nothing held after two full chains");
+    }
+
+    /// Slots weigh by size: chains of 4 KiB slots go at 4 slots (32 units),
+    /// of 1 KiB slots at 32, of 16 KiB slots at 1 (too big for an outbox).
+    #[test]
+    fn a_chain_is_handed_over_by_weight() {
+        assert_eq!((units(16), units(1023), units(1024), units(4096)), (1, 1, 2, 8));
+        assert!(units(MAX_SLOT_BYTES) < BATCH && units(MAX_SLOT_BYTES + 1) >= BATCH);
+        let mut buf = [[0usize; 2]; 8];
+        let mut o = Outbox::new();
+        let mut at = std::vec::Vec::new();
+        for (i, s) in slots(&mut buf).enumerate() {
+            // SAFETY: the cells are the test's.
+            if let Some(c) = unsafe { o.push(3, s, units(4096)) } {
+                at.push((i, chain_len(&c)));
+            }
+        }
+        assert_eq!(at, [(3, 4), (7, 4)]);
     }
 
     /// `push_fast` joins an existing chain and leaves the rest (a new
@@ -228,11 +258,11 @@ mod tests {
         for s in slots(&mut buf) {
             // SAFETY: the cells are the test's.
             unsafe {
-                if o.push_fast(7, s) {
+                if o.push_fast(7, s, 1) {
                     fast += 1;
                 } else {
                     slow += 1;
-                    full.extend(o.push(7, s));
+                    full.extend(o.push(7, s, 1));
                 }
             }
         }
@@ -252,7 +282,7 @@ mod tests {
         let mut it = slots(&mut buf);
         let mut push = |dest| {
             // SAFETY: the cells are the test's.
-            unsafe { o.push(dest, it.next().unwrap()) }
+            unsafe { o.push(dest, it.next().unwrap(), 1) }
         };
         // Three destinations fill the entries; 1 has the longest chain.
         assert!(push(1).is_none());
