@@ -176,6 +176,11 @@ pub fn set_claim_hook(hook: fn()) {
     ON_CLAIM.store(hook as *mut (), Release);
 }
 
+/// Whether a claim hook is set (see [`crate::os::Source::threads_give_back`]).
+pub(crate) fn claim_hook_set() -> bool {
+    !ON_CLAIM.load(Relaxed).is_null()
+}
+
 impl Heap {
     pub(crate) const fn new() -> Self {
         Heap {

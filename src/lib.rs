@@ -570,10 +570,18 @@ impl<S: Source> NolibcAlloc<S> {
     unsafe fn send_remote(&self, id: usize, dest: usize, run: NonNull<small::Run>, ptr: NonNull<u8>) {
         // SAFETY: `run` is a checked live run.
         let size = unsafe { small::slot_size(run) };
-        let mine = &self.heaps[heap::home(id)];
-        if id != 0 && size <= outbox::MAX_SLOT_BYTES && mine.is_mine(id) {
-            // SAFETY: the caller owns `mine`; the slot is the caller's.
-            if let Some(chain) = unsafe { mine.outbox().push(dest, ptr.as_ptr(), outbox::units(size)) } {
+        // The caller's heap; one claimed now for a thread that only frees
+        // (a consumer) where threads give their heaps back when they end.
+        let mine = match id {
+            0 => None,
+            _ if size > outbox::MAX_SLOT_BYTES => None,
+            _ if self.heaps[heap::home(id)].is_mine(id) => Some(heap::home(id)),
+            _ if self.os.source.threads_give_back() => self.claim_for_frees(id),
+            _ => None,
+        };
+        if let Some(index) = mine {
+            // SAFETY: the caller owns heap `index`; the slot is the caller's.
+            if let Some(chain) = unsafe { self.heaps[index].outbox().push(dest, ptr.as_ptr(), outbox::units(size)) } {
                 self.hand_over(chain);
             }
             return;
@@ -583,6 +591,17 @@ impl<S: Source> NolibcAlloc<S> {
             head: ptr.as_ptr(),
             tail: ptr.as_ptr(),
         });
+    }
+
+    /// The heap of thread `id`, found or claimed for its outbox (see
+    /// [`Self::send_remote`]).
+    #[cold]
+    #[inline(never)]
+    fn claim_for_frees(&self, id: usize) -> Option<usize> {
+        let index = heap::find(&self.heaps, id, &self.os.source)?;
+        // SAFETY: `self` holds this source.
+        unsafe { self.os.source.note_allocator((self as *const Self).cast()) };
+        Some(index)
     }
 
     /// Pushes a chain of marked slots onto its destination's remote list. A

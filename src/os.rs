@@ -208,6 +208,15 @@ pub unsafe trait Source {
         0
     }
 
+    /// Whether every thread that claims a heap gives it back when it ends
+    /// (a thread-exit hook calls [`crate::NolibcAlloc::thread_exit`], as
+    /// the C ABI arranges through [`crate::heap::set_claim_hook`]). Then a
+    /// thread that only frees claims a heap too, for its outbox: nothing is
+    /// stranded there when it ends.
+    fn threads_give_back(&self) -> bool {
+        false
+    }
+
     /// Whether thread `tid` of this process still exists (a heap whose
     /// owner does not may be adopted). When unsure: `true`.
     fn thread_alive(&self, tid: u32) -> bool {
@@ -330,6 +339,10 @@ unsafe impl Source for Linux {
 
     fn thread_id(&self) -> u32 {
         sys::gettid() as u32
+    }
+
+    fn threads_give_back(&self) -> bool {
+        crate::heap::claim_hook_set()
     }
 
     fn thread_alive(&self, tid: u32) -> bool {

@@ -21,6 +21,8 @@ const BUF: usize = if cfg!(miri) { 32 << 20 } else { 128 << 20 };
 struct Threaded {
     inner: Mutex<SendFake>,
     ended: Mutex<HashSet<u32>>,
+    /// What `threads_give_back` answers.
+    give_back: std::sync::atomic::AtomicBool,
 }
 
 struct SendFake(FakeSource);
@@ -88,6 +90,9 @@ unsafe impl Source for Threaded {
     fn thread_alive(&self, tid: u32) -> bool {
         !self.ended.lock().unwrap().contains(&tid)
     }
+    fn threads_give_back(&self) -> bool {
+        self.give_back.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 struct Buffer(NonNull<u8>, Layout);
@@ -101,6 +106,7 @@ fn with_threaded(config: Config, f: impl FnOnce(&NolibcAlloc<Threaded>)) {
     let source = Threaded {
         inner: Mutex::new(SendFake(fake)),
         ended: Mutex::new(HashSet::new()),
+        give_back: std::sync::atomic::AtomicBool::new(false),
     };
     {
         let a = std::boxed::Box::new(NolibcAlloc::with_source(source, config));
@@ -333,6 +339,46 @@ fn frees_into_another_heap_wait_in_the_outbox_until_a_batch_or_thread_exit() {
         a.validate();
         assert_eq!(a.stats().in_use_bytes, 0);
     });
+}
+
+/// Where threads give their heaps back when they end (the C ABI), a
+/// thread that only frees claims a heap at its first remote free, and its
+/// frees reach the owner in batches through its outbox, emptied at thread
+/// exit. Elsewhere it pushes each slot alone (nothing would empty an
+/// outbox of a thread that ends without `thread_exit`).
+#[test]
+fn a_thread_that_only_frees_batches_where_threads_give_back() {
+    for give_back in [true, false] {
+        with_threaded(Config::new().use_brk(false), |a| {
+            a.source()
+                .give_back
+                .store(give_back, std::sync::atomic::Ordering::Relaxed);
+            let l = Layout::from_size_align(48, 16).unwrap();
+            let batch = crate::outbox::BATCH as usize;
+            let blocks = alloc_n(a, batch + 3, l);
+            let shared = blocks.clone();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    free_all(a, &shared, l);
+                    let waiting = walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                    let expected = if give_back { batch } else { batch + 3 };
+                    assert_eq!(
+                        waiting, expected,
+                        "slots on the owner's remote list (give back: {give_back})"
+                    );
+                    a.validate();
+                    a.thread_exit();
+                    let waiting = walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                    assert_eq!(waiting, batch + 3, "thread exit hands the rest over");
+                });
+            });
+            assert_eq!(a.heaps_claimed(), 1, "the freeing thread's heap is given back");
+            let again = alloc_n(a, batch + 3, l);
+            free_all(a, &again, l);
+            a.validate();
+            assert_eq!(a.stats().in_use_bytes, 0);
+        });
+    }
 }
 
 /// Slots on the given remote lists.
