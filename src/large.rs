@@ -274,6 +274,7 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// The block's mapping is `[map, map + len)`, and nothing uses it any more.
+    #[inline(never)]
     pub(crate) unsafe fn free_large(&self, map: NonNull<u8>, len: usize) {
         Counters::sub(&self.os.counters.block_bytes, len);
         let policy = self.tuning.map_cache(self.os.page());
@@ -310,6 +311,7 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// The block at `map + pad` is a live large block with this mapping.
+    #[inline(never)]
     pub(crate) unsafe fn resize_large(
         &self,
         map: NonNull<u8>,

@@ -1059,6 +1059,19 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.realloc_sized(ptr, layout, new_size) }
+    }
+}
+
+impl<S: Source> NolibcAlloc<S> {
+    /// [`GlobalAlloc::realloc`], out of line: inlined, its paths (large
+    /// resizing, the move) were copied into every caller (`Vec`'s growth).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[inline(never)]
+    unsafe fn realloc_sized(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if Layout::from_size_align(new_size, layout.align()).is_err() {
             return ptr::null_mut();
         }
