@@ -110,7 +110,11 @@ const fn align_up(x: usize, a: usize) -> usize {
 }
 
 const fn compute(index: usize) -> ClassInfo {
+    // Never below 16 (every class is): said so, so that the divisions
+    // below link no division-by-zero panic when `fill` computes the table
+    // at run time.
     let size = class_size(index);
+    let size = if size < 16 { 16 } else { size };
     let run = run_bytes_for(size);
     let slot0 = align_up(RUN_HEADER_BYTES, natural_align(size));
     let slots = (run - slot0) / size;
