@@ -197,7 +197,7 @@ impl<S: Source> NolibcAlloc<S> {
                 let mut out = Evicted::new();
                 {
                     let mut core = self.core.lock();
-                    cached = core.maps.take(len, policy, &mut out);
+                    cached = core.maps.take(len, &policy, &mut out);
                     if cached.is_none() {
                         core.maps.add_live(len);
                         grow = core.maps.take_largest();
@@ -292,7 +292,7 @@ impl<S: Source> NolibcAlloc<S> {
         let idle = {
             let mut core = self.core.lock();
             // SAFETY: the caller hands the mapping over.
-            unsafe { core.maps.put(map, len, policy, &mut out) };
+            unsafe { core.maps.put(map, len, &policy, &mut out) };
             core.idle_after_burst()
         };
         self.unmap_evicted(&out);
@@ -336,7 +336,7 @@ impl<S: Source> NolibcAlloc<S> {
                 // SAFETY: the tail is page-aligned and past the block's new end.
                 unsafe {
                     let tail = NonNull::new_unchecked(base.add(need));
-                    self.core.lock().maps.put(tail, len - need, policy, &mut out);
+                    self.core.lock().maps.put(tail, len - need, &policy, &mut out);
                     set_mapping(os, user, base, pad, len, need);
                 }
                 self.unmap_evicted(&out);
@@ -348,7 +348,7 @@ impl<S: Source> NolibcAlloc<S> {
             .core
             .lock()
             .maps
-            .take_after(base.wrapping_add(len), need - len, want - len, policy, &mut out);
+            .take_after(base.wrapping_add(len), need - len, want - len, &policy, &mut out);
         self.unmap_evicted(&out);
         if let Some(extra) = after {
             // SAFETY: the span right after the mapping is the block's now.
@@ -365,9 +365,9 @@ impl<S: Source> NolibcAlloc<S> {
         let mut out = Evicted::new();
         let span = {
             let mut core = self.core.lock();
-            match core.maps.take(want, policy, &mut out) {
+            match core.maps.take(want, &policy, &mut out) {
                 Some(span) => Some(span),
-                None => core.maps.take(need, policy, &mut out),
+                None => core.maps.take(need, &policy, &mut out),
             }
         };
         self.unmap_evicted(&out);
@@ -385,7 +385,7 @@ impl<S: Source> NolibcAlloc<S> {
             }
             let mut out = Evicted::new();
             // SAFETY: the span is untouched and ours.
-            unsafe { self.core.lock().maps.put(dest, dlen, policy, &mut out) };
+            unsafe { self.core.lock().maps.put(dest, dlen, &policy, &mut out) };
             self.unmap_evicted(&out);
         }
         // SAFETY: the mapping is the block's alone.

@@ -176,7 +176,7 @@ impl MapCache {
 
     /// One event: the peak decays, the bound follows, old spans and bytes
     /// beyond the bound go out.
-    fn tick(&mut self, policy: Policy, out: &mut Evicted) {
+    fn tick(&mut self, policy: &Policy, out: &mut Evicted) {
         self.events = self.events.wrapping_add(1);
         let age = policy.age_events.max(1);
         self.recent_peak = self.live.max(self.recent_peak - self.recent_peak / age);
@@ -235,7 +235,7 @@ impl MapCache {
     /// A mapping of at least `len` bytes (page multiple) from the cache: the
     /// smallest span that fits, split if enough is left. Returns the range
     /// and its length (`len`, or the whole span), already counted as live.
-    pub(crate) fn take(&mut self, len: usize, policy: Policy, out: &mut Evicted) -> Option<(NonNull<u8>, usize)> {
+    pub(crate) fn take(&mut self, len: usize, policy: &Policy, out: &mut Evicted) -> Option<(NonNull<u8>, usize)> {
         self.tick(policy, out);
         let i = (self.spans.iter().enumerate())
             .filter(|(_, s)| !s.ptr.is_null() && s.len >= len)
@@ -285,7 +285,7 @@ impl MapCache {
         end: *mut u8,
         min: usize,
         want: usize,
-        policy: Policy,
+        policy: &Policy,
         out: &mut Evicted,
     ) -> Option<usize> {
         self.tick(policy, out);
@@ -304,7 +304,7 @@ impl MapCache {
     /// # Safety
     /// The range is page-aligned, mapped, and nobody uses it any more; its
     /// bytes were counted as live.
-    pub(crate) unsafe fn put(&mut self, ptr: NonNull<u8>, len: usize, policy: Policy, out: &mut Evicted) {
+    pub(crate) unsafe fn put(&mut self, ptr: NonNull<u8>, len: usize, policy: &Policy, out: &mut Evicted) {
         self.live -= len;
         self.tick(policy, out);
         let (mut start, mut len) = (ptr.as_ptr(), len);
