@@ -157,12 +157,14 @@ unsafe fn set_mapping<S: Source>(os: &Os<S>, user: NonNull<u8>, map: *mut u8, pa
 }
 
 impl<S: Source> NolibcAlloc<S> {
-    /// Unmaps what the mapping cache chose to give back.
-    pub(crate) fn unmap_evicted(&self, out: &Evicted) {
+    /// Unmaps what the mapping cache chose to give back, and empties `out`
+    /// for the next use (one `Evicted` per function, not one per step).
+    pub(crate) fn unmap_evicted(&self, out: &mut Evicted) {
         for (p, len) in out.iter() {
             // SAFETY: the cache gave the span up; nobody else owns it.
             unsafe { self.os.unmap(p, len) };
         }
+        out.n = 0;
     }
 
     /// After a failed mapping (near a limit): gives the mapping cache back
@@ -203,7 +205,7 @@ impl<S: Source> NolibcAlloc<S> {
                         grow = core.maps.take_largest();
                     }
                 }
-                self.unmap_evicted(&out);
+                self.unmap_evicted(&mut out);
             }
             // No span fits: grow the largest one rather than fault in a
             // whole fresh mapping.
@@ -295,7 +297,7 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe { core.maps.put(map, len, &policy, &mut out) };
             core.idle_after_burst()
         };
-        self.unmap_evicted(&out);
+        self.unmap_evicted(&mut out);
         if idle {
             self.give_back_all();
         }
@@ -339,7 +341,7 @@ impl<S: Source> NolibcAlloc<S> {
                     self.core.lock().maps.put(tail, len - need, &policy, &mut out);
                     set_mapping(os, user, base, pad, len, need);
                 }
-                self.unmap_evicted(&out);
+                self.unmap_evicted(&mut out);
             }
             return Some(user.as_ptr());
         }
@@ -349,7 +351,7 @@ impl<S: Source> NolibcAlloc<S> {
             .lock()
             .maps
             .take_after(base.wrapping_add(len), need - len, want - len, &policy, &mut out);
-        self.unmap_evicted(&out);
+        self.unmap_evicted(&mut out);
         if let Some(extra) = after {
             // SAFETY: the span right after the mapping is the block's now.
             unsafe { set_mapping(os, user, base, pad, len, len + extra) };
@@ -362,7 +364,6 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe { set_mapping(os, user, base, pad, len, want) };
             return Some(user.as_ptr());
         }
-        let mut out = Evicted::new();
         let span = {
             let mut core = self.core.lock();
             match core.maps.take(want, &policy, &mut out) {
@@ -370,7 +371,7 @@ impl<S: Source> NolibcAlloc<S> {
                 None => core.maps.take(need, &policy, &mut out),
             }
         };
-        self.unmap_evicted(&out);
+        self.unmap_evicted(&mut out);
         if let Some((dest, dlen)) = span {
             // SAFETY: the span is ours and at least `len` long; the block's
             // pages move onto its front.
@@ -383,10 +384,9 @@ impl<S: Source> NolibcAlloc<S> {
                     return Some(moved.as_ptr());
                 }
             }
-            let mut out = Evicted::new();
             // SAFETY: the span is untouched and ours.
             unsafe { self.core.lock().maps.put(dest, dlen, &policy, &mut out) };
-            self.unmap_evicted(&out);
+            self.unmap_evicted(&mut out);
         }
         // SAFETY: the mapping is the block's alone.
         let (new_map, want) = match unsafe { os.remap(map, len, want) } {

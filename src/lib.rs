@@ -214,14 +214,14 @@ impl<S: Source> NolibcAlloc<S> {
     /// back to the kernel; returns the bytes.
     fn give_back_all(&self) -> usize {
         let mut released = 0;
+        let mut out = map_cache::Evicted::new();
         loop {
-            let mut out = map_cache::Evicted::new();
             self.core.lock().maps.drain(&mut out);
             if out.n == 0 {
                 break;
             }
             released += out.iter().map(|(_, len)| len).sum::<usize>();
-            self.unmap_evicted(&out);
+            self.unmap_evicted(&mut out);
         }
         loop {
             let (release, bytes) = self.core.lock().release_dirty_region(&self.os);
