@@ -16,7 +16,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::fault::{fault_in, Call, Fault};
 use crate::map_cache::Evicted;
-use crate::os::{align_up, Os, Source};
+use crate::os::{align_up, count_up, Os, Source};
 use crate::stats::Counters;
 use crate::{NolibcAlloc, MAX_MMAP_THRESHOLD_BYTES};
 
@@ -150,7 +150,7 @@ unsafe fn set_mapping<S: Source>(os: &Os<S>, user: NonNull<u8>, map: *mut u8, pa
     // SAFETY: forwarded from the caller.
     unsafe { write_header(user, map as usize, len, pad, Owner::Large) };
     if len > old {
-        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len - old);
+        count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, len - old);
     } else {
         Counters::sub(&os.counters.block_bytes, old - len);
     }
@@ -233,7 +233,7 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe {
                 let user = NonNull::new_unchecked(map.as_ptr().add(pad));
                 write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
-                Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+                count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
                 if zero && !fresh {
                     ptr::write_bytes(user.as_ptr(), 0, size);
                 }
@@ -263,7 +263,7 @@ impl<S: Source> NolibcAlloc<S> {
             let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
             let len = end - (base + head);
             write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
-            Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+            count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
             if policy.enabled() {
                 self.core.lock().maps.add_live(len);
             }
@@ -428,7 +428,7 @@ unsafe fn remap<S: Source>(os: &Os<S>, map: NonNull<u8>, len: usize, pad: usize,
         write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
     }
     if new_len > len {
-        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, new_len - len);
+        count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, new_len - len);
     } else {
         Counters::sub(&os.counters.block_bytes, len - new_len);
     }

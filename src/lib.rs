@@ -680,7 +680,7 @@ impl<S: Source> NolibcAlloc<S> {
         unsafe {
             let user = NonNull::new_unchecked(block.as_ptr().add(pad));
             large::write_header(user, region.as_ptr() as usize, len, pad, Owner::Medium);
-            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
+            os::count_up(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
             if zero {
                 ptr::write_bytes(user.as_ptr(), 0, size);
             }
