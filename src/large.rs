@@ -142,10 +142,12 @@ pub(crate) unsafe fn mark_freed(user: NonNull<u8>) {
     }
 }
 
-/// Rewrites the header of a large block whose mapping changed length.
+/// Writes the header of a large block whose mapping is new (`old` 0) or
+/// changed length from `old`, and counts the bytes.
 ///
 /// # Safety
-/// `user` is a live large block whose mapping starts at `map` and is now `len` long.
+/// The header bytes before `user` are the block's, whose mapping starts at
+/// `map` and is now `len` long.
 unsafe fn set_mapping<S: Source>(os: &Os<S>, user: NonNull<u8>, map: *mut u8, pad: usize, old: usize, len: usize) {
     // SAFETY: forwarded from the caller.
     unsafe { write_header(user, map as usize, len, pad, Owner::Large) };
@@ -232,8 +234,7 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: a mapping of `len >= pad + size` bytes that is ours alone.
             unsafe {
                 let user = NonNull::new_unchecked(map.as_ptr().add(pad));
-                write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
-                count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+                set_mapping(os, user, map.as_ptr(), pad, 0, len);
                 if zero && !fresh {
                     ptr::write_bytes(user.as_ptr(), 0, size);
                 }
@@ -262,8 +263,7 @@ impl<S: Source> NolibcAlloc<S> {
             let start = map.as_ptr().add(head);
             let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
             let len = end - (base + head);
-            write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
-            count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+            set_mapping(os, user, start, user_addr - (base + head), 0, len);
             if policy.enabled() {
                 self.core.lock().maps.add_live(len);
             }
@@ -422,16 +422,10 @@ unsafe fn remap<S: Source>(os: &Os<S>, map: NonNull<u8>, len: usize, pad: usize,
     };
     // SAFETY: the mapping is the block's alone.
     let new_map = unsafe { os.remap(map, len, new_len) }?;
-    // SAFETY: the block keeps its offset in the moved mapping.
+    // SAFETY: the block keeps its offset in the moved mapping (pad < new_len).
     unsafe {
         let user = NonNull::new_unchecked(new_map.as_ptr().add(pad));
-        write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
+        set_mapping(os, user, new_map.as_ptr(), pad, len, new_len);
+        Some(user.as_ptr())
     }
-    if new_len > len {
-        count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, new_len - len);
-    } else {
-        Counters::sub(&os.counters.block_bytes, len - new_len);
-    }
-    // SAFETY: pad < new_len.
-    Some(unsafe { new_map.as_ptr().add(pad) })
 }
