@@ -21,6 +21,7 @@
 //! The cache is data only, under the core lock: it decides, and hands back
 //! the spans to unmap ([`Evicted`]), which the caller unmaps after unlocking.
 
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 use crate::fault::{fault, Fault};
@@ -74,14 +75,17 @@ const EVICTED_MAX: usize = CACHE_SPANS + 2;
 
 /// Spans to unmap, chosen under the lock.
 pub(crate) struct Evicted {
-    pub spans: [(*mut u8, usize); EVICTED_MAX],
+    /// Invariant: the first `n` entries are written. The rest are not
+    /// (a new `Evicted` writes nothing: no 0.5 KiB of zeros per use).
+    spans: [MaybeUninit<(*mut u8, usize)>; EVICTED_MAX],
+    /// Entries chosen; lowering it (to 0: emptied) keeps the invariant.
     pub n: usize,
 }
 
 impl Evicted {
     pub(crate) const fn new() -> Self {
         Evicted {
-            spans: [(ptr::null_mut(), 0); EVICTED_MAX],
+            spans: [MaybeUninit::uninit(); EVICTED_MAX],
             n: 0,
         }
     }
@@ -91,18 +95,18 @@ impl Evicted {
         let Some(slot) = self.spans.get_mut(self.n) else {
             return false;
         };
-        *slot = (ptr, len);
+        slot.write((ptr, len));
         self.n += 1;
         true
     }
 
     /// The spans chosen.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (NonNull<u8>, usize)> + '_ {
-        self.spans
-            .get(..self.n)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|&(p, len)| NonNull::new(p).map(|p| (p, len)))
+        self.spans.get(..self.n).unwrap_or_default().iter().filter_map(|s| {
+            // SAFETY: the first `n` entries are written (the invariant).
+            let (p, len) = unsafe { s.assume_init() };
+            NonNull::new(p).map(|p| (p, len))
+        })
     }
 }
 
