@@ -226,14 +226,17 @@ impl MapCache {
         }
     }
 
+    /// The used entry untouched the longest (the last of equals, as
+    /// `max_by_key`): one plain loop, smaller than the iterator chain.
     fn oldest(&self) -> Option<usize> {
-        // Iterators, not indexing: no bounds checks (the closures are not
-        // inlined at opt-level "z", so they would keep them).
-        let events = self.events;
-        (self.spans.iter().enumerate())
-            .filter(|(_, s)| !s.ptr.is_null())
-            .max_by_key(|(_, s)| events.wrapping_sub(s.since))
-            .map(|(i, _)| i)
+        let (mut best, mut best_age) = (None, 0);
+        for (i, s) in self.spans.iter().enumerate() {
+            let age = self.events.wrapping_sub(s.since);
+            if !s.ptr.is_null() && (best.is_none() || age >= best_age) {
+                (best, best_age) = (Some(i), age);
+            }
+        }
+        best
     }
 
     /// A mapping of at least `len` bytes (page multiple) from the cache: the
@@ -241,11 +244,14 @@ impl MapCache {
     /// and its length (`len`, or the whole span), already counted as live.
     pub(crate) fn take(&mut self, len: usize, policy: &Policy, out: &mut Evicted) -> Option<(NonNull<u8>, usize)> {
         self.tick(policy, out);
-        let i = (self.spans.iter().enumerate())
-            .filter(|(_, s)| !s.ptr.is_null() && s.len >= len)
-            .min_by_key(|(_, s)| s.len)?
-            .0;
-        Some(self.cut_front(i, len))
+        // The first of the smallest that fit, in one plain loop.
+        let (mut best, mut best_len) = (None, usize::MAX);
+        for (i, s) in self.spans.iter().enumerate() {
+            if !s.ptr.is_null() && s.len >= len && (best.is_none() || s.len < best_len) {
+                (best, best_len) = (Some(i), s.len);
+            }
+        }
+        Some(self.cut_front(best?, len))
     }
 
     /// The largest span (shorter than `len`, since [`MapCache::take`] found
@@ -253,9 +259,14 @@ impl MapCache {
     /// its pages stay faulted in, only the rest is fresh. Not counted as
     /// live (the caller counts `len`).
     pub(crate) fn take_largest(&mut self) -> Option<(NonNull<u8>, usize)> {
-        let span = (self.spans.iter_mut())
-            .filter(|s| !s.ptr.is_null())
-            .max_by_key(|s| s.len)?;
+        // The last of the largest, in one plain loop.
+        let mut best: Option<&mut Span> = None;
+        for s in self.spans.iter_mut() {
+            if !s.ptr.is_null() && best.as_ref().is_none_or(|b| s.len >= b.len) {
+                best = Some(s);
+            }
+        }
+        let span = best?;
         let s = *span;
         *span = EMPTY;
         self.bytes -= s.len;

@@ -353,14 +353,17 @@ impl Core {
         let mut n = 0;
         let bound = floor.max(self.recent_peak_bytes / 100 * DIRTY_KEEP_PERCENT);
         while self.dirty_bytes > bound && n < PURGE_BATCH {
-            // The oldest dirty run.
-            // Iterators, not indexing in the closures (which opt-level "z"
-            // does not inline): no bounds checks.
-            let oldest = (self.dirty_tail.iter().enumerate())
-                .filter(|(_, t)| !t.is_null())
+            // The oldest dirty run (the first of equals), in one plain
+            // loop: smaller than an iterator chain, whose closures opt-level
+            // "z" does not inline; no indexing, no bounds checks.
+            let (mut oldest, mut since) = (None, 0);
+            for (j, &t) in self.dirty_tail.iter().enumerate() {
                 // SAFETY: listed dirty runs are live memory of ours.
-                .min_by_key(|&(_, &t)| unsafe { (*t).since })
-                .map(|(j, _)| j);
+                if !t.is_null() && (oldest.is_none() || unsafe { (*t).since } < since) {
+                    // SAFETY: as above.
+                    (oldest, since) = (Some(j), unsafe { (*t).since });
+                }
+            }
             let Some(j) = oldest else { break };
             // Below 3 already: `min` spares the bounds checks below.
             let j = j.min(RUN_SIZES.len() - 1);
