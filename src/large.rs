@@ -161,12 +161,9 @@ unsafe fn set_mapping<S: Source>(os: &Os<S>, user: NonNull<u8>, map: *mut u8, pa
 impl<S: Source> NolibcAlloc<S> {
     /// Unmaps what the mapping cache chose to give back, and empties `out`
     /// for the next use (one `Evicted` per function, not one per step).
+    #[inline]
     pub(crate) fn unmap_evicted(&self, out: &mut Evicted) {
-        for (p, len) in out.iter() {
-            // SAFETY: the cache gave the span up; nobody else owns it.
-            unsafe { self.os.unmap(p, len) };
-        }
-        out.n = 0;
+        out.unmap(&self.os);
     }
 
     /// After a failed mapping (near a limit): gives the mapping cache back

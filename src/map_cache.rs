@@ -100,6 +100,17 @@ impl Evicted {
         true
     }
 
+    /// Unmaps the spans chosen and empties the list for the next use: the
+    /// one copy of this loop (the cache's users, and `Core::unmap_cached`).
+    #[inline(never)]
+    pub(crate) fn unmap<S: crate::os::Source>(&mut self, os: &crate::os::Os<S>) {
+        for (p, len) in self.iter() {
+            // SAFETY: the cache gave the span up; nobody else owns it.
+            unsafe { os.unmap(p, len) };
+        }
+        self.n = 0;
+    }
+
     /// The spans chosen.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (NonNull<u8>, usize)> + '_ {
         self.spans.get(..self.n).unwrap_or_default().iter().filter_map(|s| {

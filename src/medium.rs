@@ -525,11 +525,9 @@ impl Core {
     pub(crate) fn unmap_cached<S: Source>(&mut self, os: &Os<S>) -> bool {
         let mut out = Evicted::new();
         self.maps.drain(&mut out);
-        for (p, len) in out.iter() {
-            // SAFETY: the cache gave the span up; nobody else owns it.
-            unsafe { os.unmap(p, len) };
-        }
-        out.n != 0
+        let some = out.n != 0;
+        out.unmap(os);
+        some
     }
 
     /// # Safety
