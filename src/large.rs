@@ -184,7 +184,7 @@ impl<S: Source> NolibcAlloc<S> {
     pub(crate) fn alloc_large(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
         let os = &self.os;
         let page = os.page();
-        let policy = self.tuning.map_cache(self.os.page());
+        let policy = self.tuning.map_cache(page);
         let pad = pad_for(align.min(page));
         let Some(need) = size.checked_add(pad) else {
             return ptr::null_mut();
@@ -320,7 +320,7 @@ impl<S: Source> NolibcAlloc<S> {
     ) -> Option<*mut u8> {
         let os = &self.os;
         let page = os.page();
-        let policy = self.tuning.map_cache(self.os.page());
+        let policy = self.tuning.map_cache(page);
         if !policy.enabled() {
             // SAFETY: forwarded.
             return unsafe { remap(os, map, len, pad, new_size) };

@@ -947,41 +947,30 @@ impl<S: Source> NolibcAlloc<S> {
         new_size: usize,
         call: Call,
     ) -> *mut u8 {
+        // Where the new layout routes: once, not once per arm.
+        let new_class = self.small_class(new_size, align);
         match block {
             Block::Small(class) => {
-                if self.small_class(new_size, align) == Some(class) {
+                if new_class == Some(class) {
                     return ptr.as_ptr();
                 }
             }
             // A block stays where it is only if its new layout still routes
             // away from the small tier.
-            Block::Medium { len, pad, .. } => {
+            Block::Medium { len, pad, .. } | Block::Large { len, pad, .. } => {
                 let usable = len - pad;
                 let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
-                if aligned
-                    && new_size <= usable
-                    && new_size >= usable / 2
-                    && self.small_class(new_size, align).is_none()
-                {
+                if aligned && new_size <= usable && new_size >= usable / 2 && new_class.is_none() {
                     return ptr.as_ptr();
                 }
-            }
-            Block::Large { map, len, pad } => {
-                let usable = len - pad;
                 // Remapping keeps the offset in the page: aligned stays aligned
                 // for alignments up to a page.
-                let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
-                if aligned
-                    && new_size <= usable
-                    && new_size >= usable / 2
-                    && self.small_class(new_size, align).is_none()
-                {
-                    return ptr.as_ptr();
-                }
-                if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
-                    // SAFETY: the block is ours; resizing keeps its contents.
-                    if let Some(p) = unsafe { self.resize_large(map, len, pad, new_size) } {
-                        return p;
+                if let Block::Large { map, .. } = block {
+                    if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
+                        // SAFETY: the block is ours; resizing keeps its contents.
+                        if let Some(p) = unsafe { self.resize_large(map, len, pad, new_size) } {
+                            return p;
+                        }
                     }
                 }
             }

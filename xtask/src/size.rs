@@ -152,11 +152,11 @@ fn immediate_abort_table(rows: &[(String, Vec<Option<u64>>)]) -> Result<(), Stri
     let mut table = Vec::new();
     for (i, name) in NAMES.iter().enumerate() {
         table.push((name.to_string(), find(name)));
-        table.push((format!("{name} immediate-abort"), abort_rows[i].clone()));
+        table.push(("  immediate-abort".to_string(), abort_rows[i].clone()));
     }
     table.push(("own code".to_string(), own(&find("tiny"), &find("tiny_bump"))));
     table.push((
-        "own code immediate-abort".to_string(),
+        "  immediate-abort".to_string(),
         own(&abort_rows[0], &abort_rows[1]),
     ));
     print_table(
