@@ -155,10 +155,7 @@ fn immediate_abort_table(rows: &[(String, Vec<Option<u64>>)]) -> Result<(), Stri
         table.push(("  immediate-abort".to_string(), abort_rows[i].clone()));
     }
     table.push(("own code".to_string(), own(&find("tiny"), &find("tiny_bump"))));
-    table.push((
-        "  immediate-abort".to_string(),
-        own(&abort_rows[0], &abort_rows[1]),
-    ));
+    table.push(("  immediate-abort".to_string(), own(&abort_rows[0], &abort_rows[1])));
     print_table(
         "panic strategy `abort` (the default: messages printed) against `immediate-abort` (-Cpanic=immediate-abort, \
          nightly; no message), stripped bytes:",
