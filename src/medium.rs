@@ -726,3 +726,43 @@ impl Core {
         used
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the bound, dirty runs go oldest first, across the lists of
+    /// the run sizes.
+    #[test]
+    fn put_dirty_purges_the_oldest_run_first() {
+        // The runs' first words (where `put_dirty` links them) and a
+        // region that owns them.
+        let mut words = [[0usize; 8]; 2];
+        let [a, b] = words.each_mut().map(|w| NonNull::from(w).cast::<u8>());
+        let mut region = Region {
+            heap: Heap::empty(),
+            base: a,
+            len: 0,
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            brk: false,
+            dirty: 0,
+        };
+        let region = NonNull::from(&mut region);
+        let mut core = Core::new(false);
+        core.used_bytes = RUN_SIZES[0] + RUN_SIZES[1];
+        // SAFETY: the runs are ours; `put_dirty` writes their first words.
+        unsafe {
+            // No purge: the floor holds both.
+            let (_, n) = core.put_dirty(a, RUN_SIZES[0], region, usize::MAX);
+            assert_eq!(n, 0);
+            // A bound of 0: both go, the older (`a`, a run of the other size) first.
+            core.recent_peak_bytes = 0;
+            let (victims, n) = core.put_dirty(b, RUN_SIZES[1], region, 0);
+            assert_eq!(n, 2);
+            let order = victims.map(|v| v.map(|v| (v.mem, v.bytes)));
+            assert_eq!(order[..2], [Some((a, RUN_SIZES[0])), Some((b, RUN_SIZES[1]))]);
+        }
+        assert_eq!(core.dirty_bytes, 0);
+    }
+}

@@ -676,6 +676,40 @@ fn map_cache_merges_splits_bounds_and_ages() {
 }
 
 #[test]
+fn map_cache_takes_the_smallest_fit_and_evicts_the_oldest() {
+    use crate::map_cache::{Evicted, MapCache};
+    let arena = Arena::new(4 << 20);
+    let at = |off: usize| NonNull::new(arena.mem.as_ptr().wrapping_add(off)).unwrap();
+    let (k, mut out) = (1usize << 10, Evicted::new());
+    // Spans apart from each other (no merging), no ageing.
+    let p = policy(4 << 20, 0, 1000);
+    let mut c = MapCache::new();
+    c.add_live(384 * k);
+    // SAFETY: the cache only does arithmetic on these addresses.
+    unsafe {
+        c.put(at(0), 256 * k, &p, &mut out);
+        c.put(at(1 << 20), 128 * k, &p, &mut out);
+    }
+    // The smallest span that fits, split (64 KiB are left).
+    assert_eq!(c.take(64 * k, &p, &mut out), Some((at(1 << 20), 64 * k)));
+    // The largest span, whole.
+    assert_eq!(c.take_largest(), Some((at(0), 256 * k)));
+    c.validate(4096);
+    // Bound 256 KiB: a third span of 128 KiB evicts the oldest one.
+    let p = policy(256 * k, 0, 1000);
+    let mut c = MapCache::new();
+    c.add_live(384 * k);
+    // SAFETY: as above.
+    unsafe {
+        c.put(at(0), 128 * k, &p, &mut out);
+        c.put(at(1 << 20), 128 * k, &p, &mut out);
+        c.put(at(2 << 20), 128 * k, &p, &mut out);
+    }
+    assert_eq!(out.iter().collect::<Vec<_>>(), [(at(0), 128 * k)]);
+    c.validate(4096);
+}
+
+#[test]
 fn map_cache_reuses_mappings_and_zeroes_them() {
     with_alloc(mmap_config(), 0, 4096, |a| {
         let keep = Layout::from_size_align(64, 8).unwrap();
