@@ -166,10 +166,14 @@ impl<S: Source> NolibcAlloc<S> {
         out.unmap(&self.os);
     }
 
-    /// After a failed mapping (near a limit): gives the mapping cache back
-    /// and tries once more, if there was anything to give.
-    #[cold]
-    fn map_after_giving_back(&self, len: usize) -> Option<NonNull<u8>> {
+    /// A fresh mapping of `len` bytes. After a failure (near a limit), the
+    /// mapping cache goes back and the mapping is tried once more, if there
+    /// was anything to give. (One copy for both paths of `alloc_large`.)
+    #[inline(never)]
+    fn map_fresh(&self, len: usize) -> Option<NonNull<u8>> {
+        if let Some(map) = self.os.map(len) {
+            return Some(map);
+        }
         if self.core.lock().unmap_cached(&self.os) {
             self.os.map(len)
         } else {
@@ -218,7 +222,7 @@ impl<S: Source> NolibcAlloc<S> {
             }
             let (map, len, fresh) = match cached {
                 Some((map, got)) => (map, got, false),
-                None => match os.map(len).or_else(|| self.map_after_giving_back(len)) {
+                None => match self.map_fresh(len) {
                     Some(map) => (map, len, true),
                     None => {
                         if policy.enabled() {
@@ -242,7 +246,7 @@ impl<S: Source> NolibcAlloc<S> {
         let Some(total) = need.checked_add(align).and_then(|n| align_up(n, page)) else {
             return ptr::null_mut();
         };
-        let Some(map) = os.map(total).or_else(|| self.map_after_giving_back(total)) else {
+        let Some(map) = self.map_fresh(total) else {
             return ptr::null_mut();
         };
         let base = map.as_ptr() as usize;
