@@ -110,16 +110,23 @@ const fn align_up(x: usize, a: usize) -> usize {
 }
 
 const fn compute(index: usize) -> ClassInfo {
+    // Never below 16 (every class is): said so, so that the divisions
+    // below link no division-by-zero panic when `fill` computes the table
+    // at run time.
     let size = class_size(index);
+    let size = if size < 16 { 16 } else { size };
     let run = run_bytes_for(size);
     let slot0 = align_up(RUN_HEADER_BYTES, natural_align(size));
     let slots = (run - slot0) / size;
+    // At least 1 (as above: the `u32` is not 0 either).
+    let size_16 = (size / 16) as u32;
+    let size_16 = if size_16 == 0 { 1 } else { size_16 };
     ClassInfo {
         size: size as u32,
         run_bytes: run as u32,
         slot0: slot0 as u32,
         slots: slots as u32,
-        recip: (1u32 << 31).div_ceil((size / 16) as u32),
+        recip: (1u32 << 31).div_ceil(size_16),
     }
 }
 

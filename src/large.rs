@@ -16,7 +16,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::fault::{fault_in, Call, Fault};
 use crate::map_cache::Evicted;
-use crate::os::{align_up, Os, Source};
+use crate::os::{align_up, count_up, Os, Source};
 use crate::stats::Counters;
 use crate::{NolibcAlloc, MAX_MMAP_THRESHOLD_BYTES};
 
@@ -142,33 +142,38 @@ pub(crate) unsafe fn mark_freed(user: NonNull<u8>) {
     }
 }
 
-/// Rewrites the header of a large block whose mapping changed length.
+/// Writes the header of a large block whose mapping is new (`old` 0) or
+/// changed length from `old`, and counts the bytes.
 ///
 /// # Safety
-/// `user` is a live large block whose mapping starts at `map` and is now `len` long.
+/// The header bytes before `user` are the block's, whose mapping starts at
+/// `map` and is now `len` long.
 unsafe fn set_mapping<S: Source>(os: &Os<S>, user: NonNull<u8>, map: *mut u8, pad: usize, old: usize, len: usize) {
     // SAFETY: forwarded from the caller.
     unsafe { write_header(user, map as usize, len, pad, Owner::Large) };
     if len > old {
-        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len - old);
+        count_up(&os.counters.block_bytes, &os.counters.peak_block_bytes, len - old);
     } else {
         Counters::sub(&os.counters.block_bytes, old - len);
     }
 }
 
 impl<S: Source> NolibcAlloc<S> {
-    /// Unmaps what the mapping cache chose to give back.
-    pub(crate) fn unmap_evicted(&self, out: &Evicted) {
-        for (p, len) in out.iter() {
-            // SAFETY: the cache gave the span up; nobody else owns it.
-            unsafe { self.os.unmap(p, len) };
-        }
+    /// Unmaps what the mapping cache chose to give back, and empties `out`
+    /// for the next use (one `Evicted` per function, not one per step).
+    #[inline]
+    pub(crate) fn unmap_evicted(&self, out: &mut Evicted) {
+        out.unmap(&self.os);
     }
 
-    /// After a failed mapping (near a limit): gives the mapping cache back
-    /// and tries once more, if there was anything to give.
-    #[cold]
-    fn map_after_giving_back(&self, len: usize) -> Option<NonNull<u8>> {
+    /// A fresh mapping of `len` bytes. After a failure (near a limit), the
+    /// mapping cache goes back and the mapping is tried once more, if there
+    /// was anything to give. (One copy for both paths of `alloc_large`.)
+    #[inline(never)]
+    fn map_fresh(&self, len: usize) -> Option<NonNull<u8>> {
+        if let Some(map) = self.os.map(len) {
+            return Some(map);
+        }
         if self.core.lock().unmap_cached(&self.os) {
             self.os.map(len)
         } else {
@@ -183,7 +188,7 @@ impl<S: Source> NolibcAlloc<S> {
     pub(crate) fn alloc_large(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
         let os = &self.os;
         let page = os.page();
-        let policy = self.tuning.map_cache(self.os.page());
+        let policy = self.tuning.map_cache(page);
         let pad = pad_for(align.min(page));
         let Some(need) = size.checked_add(pad) else {
             return ptr::null_mut();
@@ -197,13 +202,13 @@ impl<S: Source> NolibcAlloc<S> {
                 let mut out = Evicted::new();
                 {
                     let mut core = self.core.lock();
-                    cached = core.maps.take(len, policy, &mut out);
+                    cached = core.maps.take(len, &policy, &mut out);
                     if cached.is_none() {
                         core.maps.add_live(len);
                         grow = core.maps.take_largest();
                     }
                 }
-                self.unmap_evicted(&out);
+                self.unmap_evicted(&mut out);
             }
             // No span fits: grow the largest one rather than fault in a
             // whole fresh mapping.
@@ -217,7 +222,7 @@ impl<S: Source> NolibcAlloc<S> {
             }
             let (map, len, fresh) = match cached {
                 Some((map, got)) => (map, got, false),
-                None => match os.map(len).or_else(|| self.map_after_giving_back(len)) {
+                None => match self.map_fresh(len) {
                     Some(map) => (map, len, true),
                     None => {
                         if policy.enabled() {
@@ -230,8 +235,7 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: a mapping of `len >= pad + size` bytes that is ours alone.
             unsafe {
                 let user = NonNull::new_unchecked(map.as_ptr().add(pad));
-                write_header(user, map.as_ptr() as usize, len, pad, Owner::Large);
-                Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+                set_mapping(os, user, map.as_ptr(), pad, 0, len);
                 if zero && !fresh {
                     ptr::write_bytes(user.as_ptr(), 0, size);
                 }
@@ -242,7 +246,7 @@ impl<S: Source> NolibcAlloc<S> {
         let Some(total) = need.checked_add(align).and_then(|n| align_up(n, page)) else {
             return ptr::null_mut();
         };
-        let Some(map) = os.map(total).or_else(|| self.map_after_giving_back(total)) else {
+        let Some(map) = self.map_fresh(total) else {
             return ptr::null_mut();
         };
         let base = map.as_ptr() as usize;
@@ -260,8 +264,7 @@ impl<S: Source> NolibcAlloc<S> {
             let start = map.as_ptr().add(head);
             let user = NonNull::new_unchecked(map.as_ptr().add(user_addr - base));
             let len = end - (base + head);
-            write_header(user, start as usize, len, user_addr - (base + head), Owner::Large);
-            Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, len);
+            set_mapping(os, user, start, user_addr - (base + head), 0, len);
             if policy.enabled() {
                 self.core.lock().maps.add_live(len);
             }
@@ -274,6 +277,7 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// The block's mapping is `[map, map + len)`, and nothing uses it any more.
+    #[inline(never)]
     pub(crate) unsafe fn free_large(&self, map: NonNull<u8>, len: usize) {
         Counters::sub(&self.os.counters.block_bytes, len);
         let policy = self.tuning.map_cache(self.os.page());
@@ -291,10 +295,10 @@ impl<S: Source> NolibcAlloc<S> {
         let idle = {
             let mut core = self.core.lock();
             // SAFETY: the caller hands the mapping over.
-            unsafe { core.maps.put(map, len, policy, &mut out) };
+            unsafe { core.maps.put(map, len, &policy, &mut out) };
             core.idle_after_burst()
         };
-        self.unmap_evicted(&out);
+        self.unmap_evicted(&mut out);
         if idle {
             self.give_back_all();
         }
@@ -310,6 +314,7 @@ impl<S: Source> NolibcAlloc<S> {
     ///
     /// # Safety
     /// The block at `map + pad` is a live large block with this mapping.
+    #[inline(never)]
     pub(crate) unsafe fn resize_large(
         &self,
         map: NonNull<u8>,
@@ -319,7 +324,7 @@ impl<S: Source> NolibcAlloc<S> {
     ) -> Option<*mut u8> {
         let os = &self.os;
         let page = os.page();
-        let policy = self.tuning.map_cache(self.os.page());
+        let policy = self.tuning.map_cache(page);
         if !policy.enabled() {
             // SAFETY: forwarded.
             return unsafe { remap(os, map, len, pad, new_size) };
@@ -334,10 +339,10 @@ impl<S: Source> NolibcAlloc<S> {
                 // SAFETY: the tail is page-aligned and past the block's new end.
                 unsafe {
                     let tail = NonNull::new_unchecked(base.add(need));
-                    self.core.lock().maps.put(tail, len - need, policy, &mut out);
+                    self.core.lock().maps.put(tail, len - need, &policy, &mut out);
                     set_mapping(os, user, base, pad, len, need);
                 }
-                self.unmap_evicted(&out);
+                self.unmap_evicted(&mut out);
             }
             return Some(user.as_ptr());
         }
@@ -346,8 +351,8 @@ impl<S: Source> NolibcAlloc<S> {
             .core
             .lock()
             .maps
-            .take_after(base.wrapping_add(len), need - len, want - len, policy, &mut out);
-        self.unmap_evicted(&out);
+            .take_after(base.wrapping_add(len), need - len, want - len, &policy, &mut out);
+        self.unmap_evicted(&mut out);
         if let Some(extra) = after {
             // SAFETY: the span right after the mapping is the block's now.
             unsafe { set_mapping(os, user, base, pad, len, len + extra) };
@@ -360,15 +365,14 @@ impl<S: Source> NolibcAlloc<S> {
             unsafe { set_mapping(os, user, base, pad, len, want) };
             return Some(user.as_ptr());
         }
-        let mut out = Evicted::new();
         let span = {
             let mut core = self.core.lock();
-            match core.maps.take(want, policy, &mut out) {
+            match core.maps.take(want, &policy, &mut out) {
                 Some(span) => Some(span),
-                None => core.maps.take(need, policy, &mut out),
+                None => core.maps.take(need, &policy, &mut out),
             }
         };
-        self.unmap_evicted(&out);
+        self.unmap_evicted(&mut out);
         if let Some((dest, dlen)) = span {
             // SAFETY: the span is ours and at least `len` long; the block's
             // pages move onto its front.
@@ -381,10 +385,9 @@ impl<S: Source> NolibcAlloc<S> {
                     return Some(moved.as_ptr());
                 }
             }
-            let mut out = Evicted::new();
             // SAFETY: the span is untouched and ours.
-            unsafe { self.core.lock().maps.put(dest, dlen, policy, &mut out) };
-            self.unmap_evicted(&out);
+            unsafe { self.core.lock().maps.put(dest, dlen, &policy, &mut out) };
+            self.unmap_evicted(&mut out);
         }
         // SAFETY: the mapping is the block's alone.
         let (new_map, want) = match unsafe { os.remap(map, len, want) } {
@@ -420,16 +423,10 @@ unsafe fn remap<S: Source>(os: &Os<S>, map: NonNull<u8>, len: usize, pad: usize,
     };
     // SAFETY: the mapping is the block's alone.
     let new_map = unsafe { os.remap(map, len, new_len) }?;
-    // SAFETY: the block keeps its offset in the moved mapping.
+    // SAFETY: the block keeps its offset in the moved mapping (pad < new_len).
     unsafe {
         let user = NonNull::new_unchecked(new_map.as_ptr().add(pad));
-        write_header(user, new_map.as_ptr() as usize, new_len, pad, Owner::Large);
+        set_mapping(os, user, new_map.as_ptr(), pad, len, new_len);
+        Some(user.as_ptr())
     }
-    if new_len > len {
-        Counters::add(&os.counters.block_bytes, &os.counters.peak_block_bytes, new_len - len);
-    } else {
-        Counters::sub(&os.counters.block_bytes, len - new_len);
-    }
-    // SAFETY: pad < new_len.
-    Some(unsafe { new_map.as_ptr().add(pad) })
 }

@@ -214,14 +214,14 @@ impl<S: Source> NolibcAlloc<S> {
     /// back to the kernel; returns the bytes.
     fn give_back_all(&self) -> usize {
         let mut released = 0;
+        let mut out = map_cache::Evicted::new();
         loop {
-            let mut out = map_cache::Evicted::new();
             self.core.lock().maps.drain(&mut out);
             if out.n == 0 {
                 break;
             }
             released += out.iter().map(|(_, len)| len).sum::<usize>();
-            self.unmap_evicted(&out);
+            self.unmap_evicted(&mut out);
         }
         loop {
             let (release, bytes) = self.core.lock().release_dirty_region(&self.os);
@@ -729,7 +729,7 @@ impl<S: Source> NolibcAlloc<S> {
         unsafe {
             let user = NonNull::new_unchecked(block.as_ptr().add(pad));
             large::write_header(user, region.as_ptr() as usize, len, pad, Owner::Medium);
-            stats::Counters::add(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
+            os::count_up(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
             if zero {
                 ptr::write_bytes(user.as_ptr(), 0, size);
             }
@@ -999,41 +999,30 @@ impl<S: Source> NolibcAlloc<S> {
         new_size: usize,
         call: Call,
     ) -> *mut u8 {
+        // Where the new layout routes: once, not once per arm.
+        let new_class = self.small_class(new_size, align);
         match block {
             Block::Small(class) => {
-                if self.small_class(new_size, align) == Some(class) {
+                if new_class == Some(class) {
                     return ptr.as_ptr();
                 }
             }
             // A block stays where it is only if its new layout still routes
             // away from the small tier.
-            Block::Medium { len, pad, .. } => {
+            Block::Medium { len, pad, .. } | Block::Large { len, pad, .. } => {
                 let usable = len - pad;
                 let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
-                if aligned
-                    && new_size <= usable
-                    && new_size >= usable / 2
-                    && self.small_class(new_size, align).is_none()
-                {
+                if aligned && new_size <= usable && new_size >= usable / 2 && new_class.is_none() {
                     return ptr.as_ptr();
                 }
-            }
-            Block::Large { map, len, pad } => {
-                let usable = len - pad;
                 // Remapping keeps the offset in the page: aligned stays aligned
                 // for alignments up to a page.
-                let aligned = (ptr.as_ptr() as usize).is_multiple_of(align);
-                if aligned
-                    && new_size <= usable
-                    && new_size >= usable / 2
-                    && self.small_class(new_size, align).is_none()
-                {
-                    return ptr.as_ptr();
-                }
-                if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
-                    // SAFETY: the block is ours; resizing keeps its contents.
-                    if let Some(p) = unsafe { self.resize_large(map, len, pad, new_size) } {
-                        return p;
+                if let Block::Large { map, .. } = block {
+                    if aligned && new_size >= self.tuning.mmap_threshold() && align <= self.os.page() {
+                        // SAFETY: the block is ours; resizing keeps its contents.
+                        if let Some(p) = unsafe { self.resize_large(map, len, pad, new_size) } {
+                            return p;
+                        }
                     }
                 }
             }
@@ -1111,6 +1100,19 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.realloc_sized(ptr, layout, new_size) }
+    }
+}
+
+impl<S: Source> NolibcAlloc<S> {
+    /// [`GlobalAlloc::realloc`], out of line: inlined, its paths (large
+    /// resizing, the move) were copied into every caller (`Vec`'s growth).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[inline(never)]
+    unsafe fn realloc_sized(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if Layout::from_size_align(new_size, layout.align()).is_err() {
             return ptr::null_mut();
         }

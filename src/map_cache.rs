@@ -21,6 +21,7 @@
 //! The cache is data only, under the core lock: it decides, and hands back
 //! the spans to unmap ([`Evicted`]), which the caller unmaps after unlocking.
 
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 use crate::fault::{fault, Fault};
@@ -74,14 +75,17 @@ const EVICTED_MAX: usize = CACHE_SPANS + 2;
 
 /// Spans to unmap, chosen under the lock.
 pub(crate) struct Evicted {
-    pub spans: [(*mut u8, usize); EVICTED_MAX],
+    /// Invariant: the first `n` entries are written. The rest are not
+    /// (a new `Evicted` writes nothing: no 0.5 KiB of zeros per use).
+    spans: [MaybeUninit<(*mut u8, usize)>; EVICTED_MAX],
+    /// Entries chosen; lowering it (to 0: emptied) keeps the invariant.
     pub n: usize,
 }
 
 impl Evicted {
     pub(crate) const fn new() -> Self {
         Evicted {
-            spans: [(ptr::null_mut(), 0); EVICTED_MAX],
+            spans: [MaybeUninit::uninit(); EVICTED_MAX],
             n: 0,
         }
     }
@@ -91,18 +95,29 @@ impl Evicted {
         let Some(slot) = self.spans.get_mut(self.n) else {
             return false;
         };
-        *slot = (ptr, len);
+        slot.write((ptr, len));
         self.n += 1;
         true
     }
 
+    /// Unmaps the spans chosen and empties the list for the next use: the
+    /// one copy of this loop (the cache's users, and `Core::unmap_cached`).
+    #[inline(never)]
+    pub(crate) fn unmap<S: crate::os::Source>(&mut self, os: &crate::os::Os<S>) {
+        for (p, len) in self.iter() {
+            // SAFETY: the cache gave the span up; nobody else owns it.
+            unsafe { os.unmap(p, len) };
+        }
+        self.n = 0;
+    }
+
     /// The spans chosen.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (NonNull<u8>, usize)> + '_ {
-        self.spans
-            .get(..self.n)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|&(p, len)| NonNull::new(p).map(|p| (p, len)))
+        self.spans.get(..self.n).unwrap_or_default().iter().filter_map(|s| {
+            // SAFETY: the first `n` entries are written (the invariant).
+            let (p, len) = unsafe { s.assume_init() };
+            NonNull::new(p).map(|p| (p, len))
+        })
     }
 }
 
@@ -176,7 +191,7 @@ impl MapCache {
 
     /// One event: the peak decays, the bound follows, old spans and bytes
     /// beyond the bound go out.
-    fn tick(&mut self, policy: Policy, out: &mut Evicted) {
+    fn tick(&mut self, policy: &Policy, out: &mut Evicted) {
         self.events = self.events.wrapping_add(1);
         let age = policy.age_events.max(1);
         self.recent_peak = self.live.max(self.recent_peak - self.recent_peak / age);
@@ -222,26 +237,32 @@ impl MapCache {
         }
     }
 
+    /// The used entry untouched the longest (the last of equals, as
+    /// `max_by_key`): one plain loop, smaller than the iterator chain.
     fn oldest(&self) -> Option<usize> {
-        // Iterators, not indexing: no bounds checks (the closures are not
-        // inlined at opt-level "z", so they would keep them).
-        let events = self.events;
-        (self.spans.iter().enumerate())
-            .filter(|(_, s)| !s.ptr.is_null())
-            .max_by_key(|(_, s)| events.wrapping_sub(s.since))
-            .map(|(i, _)| i)
+        let (mut best, mut best_age) = (None, 0);
+        for (i, s) in self.spans.iter().enumerate() {
+            let age = self.events.wrapping_sub(s.since);
+            if !s.ptr.is_null() && (best.is_none() || age >= best_age) {
+                (best, best_age) = (Some(i), age);
+            }
+        }
+        best
     }
 
     /// A mapping of at least `len` bytes (page multiple) from the cache: the
     /// smallest span that fits, split if enough is left. Returns the range
     /// and its length (`len`, or the whole span), already counted as live.
-    pub(crate) fn take(&mut self, len: usize, policy: Policy, out: &mut Evicted) -> Option<(NonNull<u8>, usize)> {
+    pub(crate) fn take(&mut self, len: usize, policy: &Policy, out: &mut Evicted) -> Option<(NonNull<u8>, usize)> {
         self.tick(policy, out);
-        let i = (self.spans.iter().enumerate())
-            .filter(|(_, s)| !s.ptr.is_null() && s.len >= len)
-            .min_by_key(|(_, s)| s.len)?
-            .0;
-        Some(self.cut_front(i, len))
+        // The first of the smallest that fit, in one plain loop.
+        let (mut best, mut best_len) = (None, usize::MAX);
+        for (i, s) in self.spans.iter().enumerate() {
+            if !s.ptr.is_null() && s.len >= len && (best.is_none() || s.len < best_len) {
+                (best, best_len) = (Some(i), s.len);
+            }
+        }
+        Some(self.cut_front(best?, len))
     }
 
     /// The largest span (shorter than `len`, since [`MapCache::take`] found
@@ -249,9 +270,14 @@ impl MapCache {
     /// its pages stay faulted in, only the rest is fresh. Not counted as
     /// live (the caller counts `len`).
     pub(crate) fn take_largest(&mut self) -> Option<(NonNull<u8>, usize)> {
-        let span = (self.spans.iter_mut())
-            .filter(|s| !s.ptr.is_null())
-            .max_by_key(|s| s.len)?;
+        // The last of the largest, in one plain loop.
+        let mut best: Option<&mut Span> = None;
+        for s in self.spans.iter_mut() {
+            if !s.ptr.is_null() && best.as_ref().is_none_or(|b| s.len >= b.len) {
+                best = Some(s);
+            }
+        }
+        let span = best?;
         let s = *span;
         *span = EMPTY;
         self.bytes -= s.len;
@@ -285,7 +311,7 @@ impl MapCache {
         end: *mut u8,
         min: usize,
         want: usize,
-        policy: Policy,
+        policy: &Policy,
         out: &mut Evicted,
     ) -> Option<usize> {
         self.tick(policy, out);
@@ -304,7 +330,7 @@ impl MapCache {
     /// # Safety
     /// The range is page-aligned, mapped, and nobody uses it any more; its
     /// bytes were counted as live.
-    pub(crate) unsafe fn put(&mut self, ptr: NonNull<u8>, len: usize, policy: Policy, out: &mut Evicted) {
+    pub(crate) unsafe fn put(&mut self, ptr: NonNull<u8>, len: usize, policy: &Policy, out: &mut Evicted) {
         self.live -= len;
         self.tick(policy, out);
         let (mut start, mut len) = (ptr.as_ptr(), len);

@@ -364,6 +364,14 @@ pub(crate) struct Os<S> {
     pub counters: crate::stats::Counters,
 }
 
+/// [`Counters::add`](crate::stats::Counters::add) out of line: it is a
+/// compare-and-swap loop (the peak), and its callers are cold (system
+/// calls, large blocks): one copy, not one per caller.
+#[inline(never)]
+pub(crate) fn count_up(value: &AtomicUsize, peak: &AtomicUsize, by: usize) {
+    crate::stats::Counters::add(value, peak, by);
+}
+
 impl<S: Source> Os<S> {
     pub const fn new(source: S) -> Self {
         Os {
@@ -381,7 +389,7 @@ impl<S: Source> Os<S> {
         use crate::stats::Counters;
         Counters::count(&self.counters.mmap);
         let p = self.source.map(len)?;
-        Counters::add(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, len);
+        count_up(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, len);
         Some(p)
     }
 
@@ -405,7 +413,7 @@ impl<S: Source> Os<S> {
         // SAFETY: forwarded duty.
         let p = unsafe { self.source.remap(ptr, old, new) }?;
         if new > old {
-            Counters::add(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, new - old);
+            count_up(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, new - old);
         } else {
             Counters::sub(&self.counters.mapped_bytes, old - new);
         }
@@ -420,7 +428,7 @@ impl<S: Source> Os<S> {
         // SAFETY: forwarded duty.
         let grown = unsafe { self.source.remap_in_place(ptr, old, new) };
         if grown {
-            Counters::add(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, new - old);
+            count_up(&self.counters.mapped_bytes, &self.counters.peak_mapped_bytes, new - old);
         }
         grown
     }
@@ -459,7 +467,7 @@ impl<S: Source> Os<S> {
         if moved {
             let new = new.as_ptr() as usize;
             if new > old {
-                Counters::add(&self.counters.brk_bytes, &self.counters.peak_brk_bytes, new - old);
+                count_up(&self.counters.brk_bytes, &self.counters.peak_brk_bytes, new - old);
             } else {
                 Counters::sub(&self.counters.brk_bytes, old - new);
             }

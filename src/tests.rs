@@ -637,29 +637,29 @@ fn map_cache_merges_splits_bounds_and_ages() {
     c.add_live(3 << 18);
     // SAFETY: the cache only does arithmetic on these addresses.
     unsafe {
-        c.put(at(0), 1 << 18, p, &mut out);
-        c.put(at(2 << 18), 1 << 18, p, &mut out);
+        c.put(at(0), 1 << 18, &p, &mut out);
+        c.put(at(2 << 18), 1 << 18, &p, &mut out);
         // Fills the gap: the three merge into one span.
-        c.put(at(1 << 18), 1 << 18, p, &mut out);
+        c.put(at(1 << 18), 1 << 18, &p, &mut out);
     }
     assert_eq!((out.n, c.bytes(), c.live()), (0, 3 << 18, 0));
     c.validate(4096);
     // A small block splits the span; the rest stays.
-    let (q, len) = c.take(64 << 10, p, &mut out).unwrap();
+    let (q, len) = c.take(64 << 10, &p, &mut out).unwrap();
     assert_eq!((q, len, c.bytes()), (at(0), 64 << 10, (3 << 18) - (64 << 10)));
     // Growth in place takes the front of the span right after the block.
     assert_eq!(
-        c.take_after(at(64 << 10).as_ptr(), 4096, 128 << 10, p, &mut out),
+        c.take_after(at(64 << 10).as_ptr(), 4096, 128 << 10, &p, &mut out),
         Some(128 << 10)
     );
-    assert_eq!(c.take_after(at(1 << 21).as_ptr(), 4096, 4096, p, &mut out), None);
+    assert_eq!(c.take_after(at(1 << 21).as_ptr(), 4096, 4096, &p, &mut out), None);
     // SAFETY: as above.
-    unsafe { c.put(at(0), 192 << 10, p, &mut out) };
+    unsafe { c.put(at(0), 192 << 10, &p, &mut out) };
     assert_eq!(c.bytes(), 3 << 18);
     // Beyond the bound (the 1 MiB floor), the oldest span's tail goes.
     c.add_live(1 << 19);
     // SAFETY: as above.
-    unsafe { c.put(at(2 << 20), 1 << 19, p, &mut out) };
+    unsafe { c.put(at(2 << 20), 1 << 19, &p, &mut out) };
     assert_eq!(c.bytes(), 1 << 20);
     assert_eq!(
         out.iter().map(|(_, l)| l).sum::<usize>(),
@@ -669,9 +669,43 @@ fn map_cache_merges_splits_bounds_and_ages() {
     // Untouched for `age_events` events, every span goes.
     let mut out = Evicted::new();
     for _ in 0..8 {
-        assert!(c.take(8 << 20, p, &mut out).is_none());
+        assert!(c.take(8 << 20, &p, &mut out).is_none());
     }
     assert_eq!((c.bytes(), out.iter().map(|(_, l)| l).sum::<usize>()), (0, 1 << 20));
+    c.validate(4096);
+}
+
+#[test]
+fn map_cache_takes_the_smallest_fit_and_evicts_the_oldest() {
+    use crate::map_cache::{Evicted, MapCache};
+    let arena = Arena::new(4 << 20);
+    let at = |off: usize| NonNull::new(arena.mem.as_ptr().wrapping_add(off)).unwrap();
+    let (k, mut out) = (1usize << 10, Evicted::new());
+    // Spans apart from each other (no merging), no ageing.
+    let p = policy(4 << 20, 0, 1000);
+    let mut c = MapCache::new();
+    c.add_live(384 * k);
+    // SAFETY: the cache only does arithmetic on these addresses.
+    unsafe {
+        c.put(at(0), 256 * k, &p, &mut out);
+        c.put(at(1 << 20), 128 * k, &p, &mut out);
+    }
+    // The smallest span that fits, split (64 KiB are left).
+    assert_eq!(c.take(64 * k, &p, &mut out), Some((at(1 << 20), 64 * k)));
+    // The largest span, whole.
+    assert_eq!(c.take_largest(), Some((at(0), 256 * k)));
+    c.validate(4096);
+    // Bound 256 KiB: a third span of 128 KiB evicts the oldest one.
+    let p = policy(256 * k, 0, 1000);
+    let mut c = MapCache::new();
+    c.add_live(384 * k);
+    // SAFETY: as above.
+    unsafe {
+        c.put(at(0), 128 * k, &p, &mut out);
+        c.put(at(1 << 20), 128 * k, &p, &mut out);
+        c.put(at(2 << 20), 128 * k, &p, &mut out);
+    }
+    assert_eq!(out.iter().collect::<Vec<_>>(), [(at(0), 128 * k)]);
     c.validate(4096);
 }
 

@@ -255,7 +255,15 @@ pub fn ensure_nightly() -> Result<PathBuf, String> {
 /// invocation, so core/alloc are built once per arch.
 pub fn build(arch: Arch, examples: &[&str]) -> Result<(), String> {
     let root = repo_root();
-    build_package(arch, &root.join("Cargo.toml"), &build_dir(), &["rt"], examples, None)
+    build_package(
+        arch,
+        &root.join("Cargo.toml"),
+        &build_dir(),
+        &["rt"],
+        examples,
+        None,
+        &[],
+    )
 }
 
 /// The package of the footprint peers (`tiny` with other allocators).
@@ -279,7 +287,7 @@ pub fn build_peers(arch: Arch, opt_level: Option<&str>) -> Result<(), String> {
         None => peers_dir(),
     };
     let level = opt_level.map_or_else(profile_opt_level, str::to_string);
-    build_package(arch, &peers_manifest(), &dir, &[], &[], Some(&level))
+    build_package(arch, &peers_manifest(), &dir, &[], &[], Some(&level), &[])
 }
 
 /// The opt-level of the `freestanding` profile in the main manifest.
@@ -318,7 +326,34 @@ pub fn build_with_opt_level(arch: Arch, level: &str) -> Result<(), String> {
         &["rt"],
         &[],
         Some(level),
+        &[],
     )
+}
+
+/// The panic strategy `immediate-abort` (nightly, `-Zunstable-options
+/// -Cpanic=immediate-abort`): a panic is a trap, with no message, no
+/// handler and no formatting machinery. Measured only (`cargo xtask size
+/// --immediate-abort`); never the default, which prints every panic.
+pub const IMMEDIATE_ABORT: [&str; 2] = ["-Zunstable-options", "-Cpanic=immediate-abort"];
+
+/// The examples `examples` built with [`IMMEDIATE_ABORT`] (into their own
+/// directory: core and alloc are built again with that strategy).
+pub fn build_immediate_abort(arch: Arch, examples: &[&str]) -> Result<(), String> {
+    let root = repo_root();
+    build_package(
+        arch,
+        &root.join("Cargo.toml"),
+        &build_dir().join("immediate-abort"),
+        &["rt"],
+        examples,
+        None,
+        &IMMEDIATE_ABORT,
+    )
+}
+
+/// The example `name` built by [`build_immediate_abort`].
+pub fn binary_immediate_abort(arch: Arch, name: &str) -> PathBuf {
+    example_in(&build_dir().join("immediate-abort"), arch, name)
 }
 
 /// The example `name` built by [`build_with_opt_level`].
@@ -355,7 +390,7 @@ fn remap_flags(sysroot: &Path) -> String {
 
 /// Builds `examples` (all when empty) of the package at `manifest` for
 /// `arch` into `target_dir`, profile `freestanding`, optionally with its
-/// `opt-level` overridden.
+/// `opt-level` overridden and more `rustflags` (after the path remapping).
 fn build_package(
     arch: Arch,
     manifest: &Path,
@@ -363,12 +398,18 @@ fn build_package(
     features: &[&str],
     examples: &[&str],
     opt_level: Option<&str>,
+    rustflags: &[&str],
 ) -> Result<(), String> {
     let sysroot = ensure_nightly()?;
     let root = repo_root();
+    let mut flags = remap_flags(&sysroot);
+    for flag in rustflags {
+        flags.push('\x1f');
+        flags.push_str(flag);
+    }
     let mut cmd = nightly("cargo");
     cmd.current_dir(&root)
-        .env("CARGO_ENCODED_RUSTFLAGS", remap_flags(&sysroot))
+        .env("CARGO_ENCODED_RUSTFLAGS", flags)
         .arg("build")
         .arg("-Zjson-target-spec")
         .arg("-Zbuild-std=core,alloc,compiler_builtins")

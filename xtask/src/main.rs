@@ -6,7 +6,8 @@
 //! cargo hello [--arch A] [--page-size N]        build and run examples/hello.rs
 //! cargo xtask build [--example NAME]... [--arch A]
 //! cargo xtask run --example NAME [--arch A] [--page-size N] [-- ARGS...]
-//! cargo xtask size [--opt-levels]               footprint tables (examples, peers, C, memory at start)
+//! cargo xtask size [--opt-levels] [--immediate-abort]
+//!                                               footprint tables (examples, peers, C, memory at start)
 //! ```
 //!
 //! `A` is x86_64 (default), aarch64, riscv64, i686 or armv7; foreign arches
@@ -25,7 +26,7 @@ usage:
   cargo hello [--arch A] [--page-size N]
   cargo xtask build [--example NAME]... [--arch A|all]
   cargo xtask run --example NAME [--arch A] [--page-size N] [-- ARGS...]
-  cargo xtask size [--opt-levels]
+  cargo xtask size [--opt-levels] [--immediate-abort]
 arches: x86_64 (default), aarch64, riscv64, i686, armv7 (foreign ones run under qemu-user)";
 
 struct Options {
@@ -34,6 +35,7 @@ struct Options {
     page_size: Option<usize>,
     args: Vec<OsString>,
     opt_levels: bool,
+    immediate_abort: bool,
 }
 
 fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
@@ -43,6 +45,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
         page_size: None,
         args: Vec::new(),
         opt_levels: false,
+        immediate_abort: false,
     };
     while let Some(arg) = rest.next() {
         let arg = arg.into_string().map_err(|a| format!("argument is not UTF-8: {a:?}"))?;
@@ -72,6 +75,7 @@ fn parse(mut rest: impl Iterator<Item = OsString>) -> Result<Options, String> {
                 opts.page_size = Some(n.parse().map_err(|_| format!("bad page size `{n}`"))?);
             }
             "--opt-levels" => opts.opt_levels = true,
+            "--immediate-abort" => opts.immediate_abort = true,
             "--" => {
                 opts.args.extend(rest.by_ref());
             }
@@ -117,7 +121,7 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "size" => size::run(opts.opt_levels).map(|()| ExitCode::SUCCESS),
+        "size" => size::run(opts.opt_levels, opts.immediate_abort).map(|()| ExitCode::SUCCESS),
         "help" | "--help" | "-h" | "" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

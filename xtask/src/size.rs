@@ -13,6 +13,8 @@
 //!
 //! `--opt-levels` adds the examples and peers built with the other of
 //! opt-level "s" and "z".
+//! `--immediate-abort` adds `tiny`, `tiny_bump` and `hello` built with the
+//! panic strategy `immediate-abort` (measured only: no panic message).
 //! Every size is the file size after `--strip-all` (LLVM's objcopy for the
 //! Rust programs, binutils' `strip` for the C ones: LLVM's rejects glibc's
 //! static binaries).
@@ -41,8 +43,8 @@ fn print_table(title: &str, rows: &[(String, Vec<Option<u64>>)]) {
     }
 }
 
-/// `cargo xtask size [--opt-levels]`.
-pub fn run(opt_levels: bool) -> Result<(), String> {
+/// `cargo xtask size [--opt-levels] [--immediate-abort]`.
+pub fn run(opt_levels: bool, immediate_abort: bool) -> Result<(), String> {
     let level = freestanding::profile_opt_level();
     // 1. The examples.
     let mut rows: Vec<(String, Vec<Option<u64>>)> = EXAMPLES.iter().map(|n| (n.to_string(), Vec::new())).collect();
@@ -115,6 +117,50 @@ pub fn run(opt_levels: bool) -> Result<(), String> {
         println!();
         opt_level_table(&level, &rows)?;
     }
+    if immediate_abort {
+        println!();
+        immediate_abort_table(&rows)?;
+    }
+    Ok(())
+}
+
+/// `tiny`, `tiny_bump`, their difference and `hello`, with the default
+/// panic strategy (`abort`, through the runtime's handler, which prints the
+/// message) and with `immediate-abort` (a trap, nothing printed).
+fn immediate_abort_table(rows: &[(String, Vec<Option<u64>>)]) -> Result<(), String> {
+    const NAMES: [&str; 3] = ["tiny", "tiny_bump", "hello"];
+    let mut abort_rows: Vec<Vec<Option<u64>>> = vec![Vec::new(); NAMES.len()];
+    for arch in Arch::ALL {
+        freestanding::build_immediate_abort(arch, &NAMES)?;
+        for (i, name) in NAMES.iter().enumerate() {
+            let bin = freestanding::binary_immediate_abort(arch, name);
+            abort_rows[i].push(Some(freestanding::stripped_size(arch, &bin)?));
+        }
+    }
+    let own = |tiny: &[Option<u64>], bump: &[Option<u64>]| -> Vec<Option<u64>> {
+        tiny.iter()
+            .zip(bump)
+            .map(|(t, b)| Some(t.as_ref()?.saturating_sub(*b.as_ref()?)))
+            .collect()
+    };
+    let find = |name: &str| {
+        rows.iter()
+            .find(|r| r.0 == name)
+            .map(|r| r.1.clone())
+            .unwrap_or_default()
+    };
+    let mut table = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        table.push((name.to_string(), find(name)));
+        table.push(("  immediate-abort".to_string(), abort_rows[i].clone()));
+    }
+    table.push(("own code".to_string(), own(&find("tiny"), &find("tiny_bump"))));
+    table.push(("  immediate-abort".to_string(), own(&abort_rows[0], &abort_rows[1])));
+    print_table(
+        "panic strategy `abort` (the default: messages printed) against `immediate-abort` (-Cpanic=immediate-abort, \
+         nightly; no message), stripped bytes:",
+        &table,
+    );
     Ok(())
 }
 
