@@ -362,7 +362,8 @@ fn check_owner<S: Source>(heap: &Heap, index: usize, source: &S) -> Option<usize
 
 /// Claims entry `index` if its owner is still `expected`.
 fn claim<S: Source>(heaps: &[Heap; HEAP_COUNT], index: usize, expected: usize, id: usize, source: &S) -> Option<usize> {
-    let heap = &heaps[index];
+    // `get`: no bounds-check panic (and its formatting) to keep.
+    let heap = heaps.get(index)?;
     heap.owner.compare_exchange(expected, id, AcqRel, Relaxed).ok()?;
     heap.tid.store(source.thread_id(), Release);
     heap.stack

@@ -391,12 +391,14 @@ impl<S: Source> NolibcAlloc<S> {
         if id == 0 {
             return self.alloc_locked(class);
         }
-        let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
+        // (`get`: no bounds-check panic to keep; `find`'s index is in range.)
+        let Some((index, heap)) =
+            heap::find(&self.heaps, id, &self.os.source).and_then(|i| Some((i, self.heaps.get(i)?)))
+        else {
             return self.alloc_locked(class);
         };
         // SAFETY: `self` holds this source.
         unsafe { self.os.source.note_allocator((self as *const Self).cast()) };
-        let heap = &self.heaps[index];
         // SAFETY: `find` returned a heap the calling thread owns.
         let arena = unsafe { heap.arena() };
         self.drain_remote(heap, arena);
@@ -579,9 +581,9 @@ impl<S: Source> NolibcAlloc<S> {
             _ if self.os.source.threads_give_back() => self.claim_for_frees(id),
             _ => None,
         };
-        if let Some(index) = mine {
-            // SAFETY: the caller owns heap `index`; the slot is the caller's.
-            if let Some(chain) = unsafe { self.heaps[index].outbox().push(dest, ptr.as_ptr(), outbox::units(size)) } {
+        if let Some(heap) = mine.and_then(|i| self.heaps.get(i)) {
+            // SAFETY: the caller owns the heap; the slot is the caller's.
+            if let Some(chain) = unsafe { heap.outbox().push(dest, ptr.as_ptr(), outbox::units(size)) } {
                 self.hand_over(chain);
             }
             return;

@@ -286,7 +286,8 @@ impl Arena {
                 // the free list at once, lowest first: the next allocations
                 // then take the fast path instead of coming here for each.
                 let left = (*run).slots as usize - first;
-                let n = left.min(FRESH_BATCH_BYTES / size).clamp(1, FRESH_BATCH_SLOTS);
+                // (`max`: no division by zero to check for; sizes are 16 or more.)
+                let n = left.min(FRESH_BATCH_BYTES / size.max(16)).clamp(1, FRESH_BATCH_SLOTS);
                 for i in (1..n).rev() {
                     let f = s.add(i * size).cast::<FreeSlot>();
                     (*f).next = (*run).free;
