@@ -70,15 +70,7 @@ fn build_lib(target: &str) -> PathBuf {
         let mut cmd = Command::new("rustup");
         cmd.args(["run", &toolchain, "cargo", "rustc", "--release", "--lib"])
             .args(["--crate-type", "staticlib", "--target", target]);
-        for var in [
-            "RUSTUP_TOOLCHAIN",
-            "RUSTC",
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_TARGET",
-        ] {
-            cmd.env_remove(var);
-        }
+        freestanding::without_outer_cargo(&mut cmd);
         cmd
     };
     cmd.arg("--manifest-path")

@@ -10,6 +10,8 @@
 //! The child builds into `<target>/i686-hosted`, apart from the outer build,
 //! so it never waits for the outer cargo's lock.
 
+#[path = "../xtask/src/freestanding.rs"]
+mod freestanding;
 mod support;
 
 use std::process::Command;
@@ -38,15 +40,7 @@ fn unit_tests_pass_on_i686() {
             "CFLAGS_i686_unknown_linux_gnu",
             format!("-isystem {}", m32_include.display()),
         );
-    for var in [
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
+    freestanding::without_outer_cargo(&mut cmd);
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -191,19 +191,7 @@ fn build_and_run(arch: Arch) {
         cmd.env("CARGO_TARGET_I686_LINUX_NOSTD_RUNNER", qemu);
     }
     // The outer `cargo test`'s toolchain and settings are not the user's.
-    for var in [
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTC_WRAPPER",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO",
-        "CARGO_MANIFEST_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
+    freestanding::without_outer_cargo(&mut cmd);
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

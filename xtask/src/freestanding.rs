@@ -186,11 +186,19 @@ pub fn binary(arch: Arch, name: &str) -> PathBuf {
 }
 
 /// A command that runs with the pinned nightly whatever toolchain the caller
-/// was started with: `RUSTUP_TOOLCHAIN` (set by `cargo +stable ...`) and the
-/// caller's compiler settings are dropped.
+/// was started with (see [`without_outer_cargo`]).
 pub fn nightly(program: &str) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", NIGHTLY, program]);
+    without_outer_cargo(&mut cmd);
+    cmd
+}
+
+/// Drops from `cmd`'s environment what the `cargo` running this program
+/// set for itself and must not reach a nested one: its toolchain
+/// (`RUSTUP_TOOLCHAIN`, set by `cargo +stable ...`), compiler, flags and
+/// target, its own path and manifest.
+pub fn without_outer_cargo(cmd: &mut Command) -> &mut Command {
     for var in [
         "RUSTUP_TOOLCHAIN",
         "RUSTC",
@@ -199,6 +207,8 @@ pub fn nightly(program: &str) -> Command {
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
     ] {
         cmd.env_remove(var);
     }
