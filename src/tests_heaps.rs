@@ -381,6 +381,38 @@ fn a_thread_that_only_frees_batches_where_threads_give_back() {
     }
 }
 
+/// A class whose only run empties keeps it, past the trim budget: a
+/// program whose few slots of many classes come and go (a producer whose
+/// blocks another thread frees) does not give a run back and take a new
+/// one every round. Runs beside another of their class still go. (In the
+/// calling thread's own heap: the locked arenas are picked by the stack
+/// address, which Miri draws anew for every call.)
+#[test]
+fn the_last_run_of_a_class_stays_past_the_budget() {
+    with_threaded(Config::new().use_brk(false).trim_threshold(0), |a| {
+        let layouts = [16, 48, 100, 200, 400, 700, 1000, 2000].map(|s| Layout::from_size_align(s, 8).unwrap());
+        let events = a.core.lock().run_events;
+        for _ in 0..if cfg!(miri) { 8 } else { 50 } {
+            for l in layouts {
+                let b = alloc_n(a, 1, l);
+                free_all(a, &b, l);
+            }
+            a.validate();
+        }
+        // No run went back to the core's dirty runs, none came from them.
+        assert_eq!(a.core.lock().run_events, events, "runs given back and taken again");
+        // A second run of a class, once empty, is over the budget: it goes.
+        let l = Layout::from_size_align(2000, 8).unwrap();
+        let slots = CLASSES[crate::class::class_for(2000, 8).unwrap()].slots as usize;
+        let blocks = alloc_n(a, slots + 1, l);
+        let before = a.core.lock().run_events;
+        free_all(a, &blocks, l);
+        assert!(a.core.lock().run_events > before, "the run beside another was kept");
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
 /// Slots on the given remote lists.
 fn walk(lists: impl Iterator<Item = *mut u8>) -> usize {
     let mut n = 0;
