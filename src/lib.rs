@@ -391,10 +391,11 @@ impl<S: Source> NolibcAlloc<S> {
         if id == 0 {
             return self.alloc_locked(class);
         }
+        let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
+            return self.alloc_locked(class);
+        };
         // (`get`: no bounds-check panic to keep; `find`'s index is in range.)
-        let Some((index, heap)) =
-            heap::find(&self.heaps, id, &self.os.source).and_then(|i| Some((i, self.heaps.get(i)?)))
-        else {
+        let Some(heap) = self.heaps.get(index) else {
             return self.alloc_locked(class);
         };
         // SAFETY: `self` holds this source.
@@ -574,10 +575,11 @@ impl<S: Source> NolibcAlloc<S> {
         let size = unsafe { small::slot_size(run) };
         // The caller's heap; one claimed now for a thread that only frees
         // (a consumer) where threads give their heaps back when they end.
+        let home = heap::home(id);
         let mine = match id {
             0 => None,
             _ if size > outbox::MAX_SLOT_BYTES => None,
-            _ if self.heaps[heap::home(id)].is_mine(id) => Some(heap::home(id)),
+            _ if self.heaps[home].is_mine(id) => Some(home),
             _ if self.os.source.threads_give_back() => self.claim_for_frees(id),
             _ => None,
         };
