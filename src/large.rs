@@ -28,6 +28,12 @@ const FREED_MAGIC: usize = crate::fault::magic(0x4652_4545_6e6f_6c63); // "FREEn
                                                                        // A freed block must not look live, on 32-bit targets too.
 const _: () = assert!(LIVE_MAGIC != FREED_MAGIC);
 
+/// `pad_tag` bit: a large block (its own mapping).
+const TAG_LARGE: usize = 1;
+/// `pad_tag` bit: a medium block handed out for a small class (pads are
+/// multiples of 16, so bits 0 to 3 are free).
+const TAG_SLOT: usize = 2;
+
 /// Which tier owns a block with a header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Owner {
@@ -47,7 +53,8 @@ pub(crate) struct BlockHeader {
     /// Medium: bytes taken from the heap; large: bytes mapped.
     pub len: usize,
     /// Bytes from the start of the owner's block (heap block or mapping) to
-    /// the pointer handed out; the tag in bit 0 (1 = large).
+    /// the pointer handed out; the tag in bit 0 (1 = large), and in bit 1
+    /// a medium block that serves a small class (see `first_blocks`).
     pub pad_tag: usize,
     /// Fills the header to `HEADER_BYTES` where words are 4 bytes (none on
     /// 64-bit targets), keeping the check word last and pointers 16-aligned.
@@ -74,7 +81,7 @@ pub(crate) const fn pad_for(align: usize) -> usize {
 /// The 32 bytes before `user` belong to the block.
 #[inline]
 pub(crate) unsafe fn write_header(user: NonNull<u8>, owner: usize, len: usize, pad: usize, kind: Owner) {
-    let tag = (kind == Owner::Large) as usize;
+    let tag = if kind == Owner::Large { TAG_LARGE } else { 0 };
     // SAFETY: the caller reserved the header bytes; `user` is 16-aligned at least.
     unsafe {
         user.as_ptr()
@@ -110,12 +117,12 @@ pub(crate) unsafe fn read_header(user: NonNull<u8>, call: Call) -> Option<(Owner
         }
         return None;
     }
-    let kind = if h.pad_tag & 1 == 1 {
+    let kind = if h.pad_tag & TAG_LARGE != 0 {
         Owner::Large
     } else {
         Owner::Medium
     };
-    Some((kind, h.owner, h.len, h.pad_tag & !1))
+    Some((kind, h.owner, h.len, h.pad_tag & !(TAG_LARGE | TAG_SLOT)))
 }
 
 /// Whether the 32 bytes before `user` are the header of a live block.
@@ -128,6 +135,27 @@ pub(crate) unsafe fn has_header(user: NonNull<u8>) -> bool {
     // SAFETY: the caller vouches the bytes are readable.
     addr.is_multiple_of(16)
         && unsafe { (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).check } == addr ^ LIVE_MAGIC
+}
+
+/// Tags the live medium block at `user` as serving a small class: freed
+/// with that class's layout, it is not a wrong layout.
+///
+/// # Safety
+/// The block is live and has a header.
+#[inline]
+pub(crate) unsafe fn tag_slot(user: NonNull<u8>) {
+    // SAFETY: the caller vouches for the header.
+    unsafe { (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).pad_tag |= TAG_SLOT };
+}
+
+/// Whether the live block at `user` was tagged by [`tag_slot`].
+///
+/// # Safety
+/// The block is live and has a header.
+#[inline]
+pub(crate) unsafe fn is_tagged_slot(user: NonNull<u8>) -> bool {
+    // SAFETY: the caller vouches for the header.
+    unsafe { (*user.as_ptr().sub(HEADER_BYTES).cast::<BlockHeader>()).pad_tag & TAG_SLOT != 0 }
 }
 
 /// Marks the block at `user` freed (before it goes back to its owner).

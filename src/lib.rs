@@ -14,6 +14,7 @@ extern crate std;
 pub mod class;
 mod config;
 pub mod fault;
+mod first_blocks;
 pub mod fork;
 pub mod heap;
 pub mod identity;
@@ -84,6 +85,8 @@ pub struct NolibcAlloc<S: Source = Linux> {
     /// The mmap threshold once raised (0 until then): raised when
     /// large blocks are freed (unless the threshold was set explicitly).
     threshold: AtomicUsize,
+    /// Bytes of small blocks served by the free-list core (see [`first_blocks`]).
+    first_block_bytes: AtomicUsize,
 }
 
 impl NolibcAlloc<Linux> {
@@ -128,6 +131,7 @@ impl<S: Source> NolibcAlloc<S> {
             heaps: [const { Heap::new() }; HEAP_COUNT],
             arenas: [const { Mutex::new(Arena::new()) }; ARENA_COUNT],
             threshold: AtomicUsize::new(0),
+            first_block_bytes: AtomicUsize::new(0),
             tuning: config::Tuning::new(config),
         }
     }
@@ -421,6 +425,11 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[cold]
     fn alloc_from_new_run(&self, arena: &mut Arena, index: usize, class: usize) -> *mut u8 {
+        // An arena's first blocks of the small classes share a page.
+        let first = self.first_block(class);
+        if !first.is_null() {
+            return first;
+        }
         // Before the first run: its class must be in the table (see `class::TABLE`).
         CLASSES.init();
         // `get`: no bounds-check panic (every caller's class is in range).
@@ -466,7 +475,8 @@ impl<S: Source> NolibcAlloc<S> {
     unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize, call: Call) {
         // SAFETY: the caller vouches for the slot; `run_of` checks it.
         let Some(run) = (unsafe { small::run_of(ptr, class, call) }) else {
-            self.bad_pointer(ptr, call)
+            // SAFETY: forwarded.
+            return unsafe { self.free_first_block(ptr, class, call) };
         };
         // SAFETY: `run` was checked.
         unsafe { self.free_slot(run, ptr, call) }
@@ -922,6 +932,11 @@ impl<S: Source> NolibcAlloc<S> {
             // SAFETY: as above.
             unsafe { small::check_slot(run, ptr, call) };
             fault_in(call, Fault::WrongLayout, addr);
+        }
+        // A block with a header freed before: `read_header` says so.
+        if readable(ptr.as_ptr().wrapping_sub(HEADER_BYTES)) {
+            // SAFETY: read only if the header's page is mapped.
+            let _ = unsafe { large::read_header(ptr, call) };
         }
         fault_in(call, Fault::InvalidPointer, addr)
     }

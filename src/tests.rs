@@ -19,7 +19,8 @@ struct Arena {
 
 impl Arena {
     fn new(bytes: usize) -> Self {
-        let layout = Layout::from_size_align(bytes, 65536).unwrap();
+        // Aligned as the largest runs: the first mapping is (see `first_blocks`).
+        let layout = Layout::from_size_align(bytes, 1 << 20).unwrap();
         // SAFETY: non-zero size.
         let mem = NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap();
         Arena { mem, layout }
@@ -912,5 +913,94 @@ fn fork_hooks_hold_every_lock_and_reset_in_the_child() {
         }
         a.validate();
         assert_eq!(a.stats().in_use_bytes, 0);
+    });
+}
+
+#[test]
+fn the_first_small_blocks_share_a_page_and_then_runs_take_over() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        // Eight classes, one block each (what xtask/peers/c/rss.c allocates).
+        let sizes = [8usize, 24, 40, 72, 136, 264, 520, 1000];
+        let mut blocks = std::vec::Vec::new();
+        // SAFETY: every block is used within its size and freed once.
+        unsafe {
+            for (i, &size) in sizes.iter().enumerate() {
+                let l = Layout::from_size_align(size, 8).unwrap();
+                let p = a.alloc(l);
+                assert!(!p.is_null());
+                fill(p, size, i as u8);
+                blocks.push((p, l));
+            }
+            assert_eq!(a.validate(), 0, "no slot of a run is in use yet");
+            let lo = blocks.iter().map(|(p, _)| *p as usize).min().unwrap();
+            let hi = blocks.iter().map(|(p, l)| *p as usize + l.size()).max().unwrap();
+            assert!(hi - lo <= 4096, "the eight blocks lie within {} bytes", hi - lo);
+            let (p, l) = blocks[2];
+            assert_eq!(a.usable_size(NonNull::new(p).unwrap(), l), 48);
+            assert_eq!(a.usable_size_unsized(NonNull::new(p).unwrap()), 48);
+            // Into another class: moved, contents kept.
+            let q = a.realloc(p, l, 100);
+            assert!(!q.is_null());
+            for i in 0..40 {
+                assert_eq!(*q.add(i), 2u8.wrapping_add(i as u8));
+            }
+            blocks[2] = (q, Layout::from_size_align(100, 8).unwrap());
+            // Freed with their layouts, and without (C's free).
+            for (i, &(p, l)) in blocks.iter().enumerate() {
+                if i % 2 == 0 {
+                    a.dealloc(p, l);
+                } else {
+                    a.free_unsized(NonNull::new(p).unwrap());
+                }
+            }
+            a.validate();
+            assert_eq!(a.stats().in_use_bytes, 0);
+            // The budget (a page, headers included) spent, runs take over.
+            let l = Layout::from_size_align(48, 8).unwrap();
+            let mut n = 0;
+            let mut more = std::vec::Vec::new();
+            while a.validate() == 0 {
+                more.push(a.alloc(l));
+                n += 1;
+                assert!(
+                    n <= crate::first_blocks::FIRST_BLOCK_BUDGET / 80 + 1,
+                    "runs took over after {n}"
+                );
+            }
+            assert!(n > 8, "the budget served only {n} blocks");
+            for p in more {
+                a.dealloc(p, l);
+            }
+            a.validate();
+            assert_eq!(a.stats().in_use_bytes, 0);
+        }
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: dealloc: double free of 0x")]
+fn a_first_block_freed_twice_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        let l = Layout::from_size_align(24, 8).unwrap();
+        // SAFETY: the second free is the misuse under test.
+        unsafe {
+            let keep = a.alloc(l);
+            let p = a.alloc(l);
+            a.dealloc(p, l);
+            a.dealloc(p, l);
+            a.dealloc(keep, l);
+        }
+    });
+}
+
+#[test]
+#[should_panic(expected = "nolibc-alloc: dealloc: wrong layout")]
+fn a_first_block_freed_with_another_class_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        // SAFETY: the bad free is the misuse under test.
+        unsafe {
+            let p = a.alloc(Layout::from_size_align(64, 8).unwrap());
+            a.dealloc(p, Layout::from_size_align(48, 8).unwrap());
+        }
     });
 }

@@ -110,6 +110,8 @@ fn with_threaded(config: Config, f: impl FnOnce(&NolibcAlloc<Threaded>)) {
     };
     {
         let a = std::boxed::Box::new(NolibcAlloc::with_source(source, config));
+        // These tests count slots and runs from the first allocation on.
+        a.spend_first_blocks();
         f(&a);
     }
     // SAFETY: allocated above with this layout.
