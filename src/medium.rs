@@ -17,6 +17,11 @@ use crate::os::{align_up, Os, Source};
 
 /// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
 pub const FIRST_REGION_BYTES: usize = 4 << 20;
+/// The first mmap region when the process's first request is small (as
+/// the C ABI's first `malloc` in a library constructor is): a few pages
+/// for its first small blocks, so that a program that allocates little
+/// reserves little address space.
+pub const FIRST_BLOCKS_REGION_BYTES: usize = 16 << 10;
 /// Largest geometric mmap region (a bigger request gets a region its size).
 pub const MAX_REGION_BYTES: usize = 64 << 20;
 /// Smallest step by which the break is moved.
@@ -496,6 +501,9 @@ impl Core {
 
     fn map_region<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
         let exact = align_up(need.checked_add(HEADER_BYTES)?, os.page())?;
+        if self.region_count == 0 && self.next_region_bytes == 0 && exact <= FIRST_BLOCKS_REGION_BYTES.max(os.page()) {
+            return self.map_first_blocks_region(os);
+        }
         // 0 stands for the first size (a zero field keeps the static in .bss).
         let next = self.next_region_bytes.max(FIRST_REGION_BYTES);
         let mut len = exact.max(next);
@@ -515,6 +523,42 @@ impl Core {
         if len >= next {
             self.next_region_bytes = (next * 2).min(MAX_REGION_BYTES);
         }
+        // SAFETY: a fresh mapping of `len` bytes.
+        Some(unsafe { self.install(base, len, false) })
+    }
+
+    /// The process's first mmap region when its first request is small:
+    /// [`FIRST_BLOCKS_REGION_BYTES`], aligned to the largest run size so
+    /// that the first small blocks may live there (see `first_blocks`),
+    /// mapped with room to align and trimmed. The next region is the
+    /// geometric first one. Cold: once per process.
+    #[cold]
+    #[inline(never)]
+    fn map_first_blocks_region<S: Source>(&mut self, os: &Os<S>) -> Option<NonNull<Region>> {
+        let len = FIRST_BLOCKS_REGION_BYTES.max(os.page());
+        let align = crate::class::RUN_BYTES_BIG;
+        let room = len + align - os.page();
+        let base = match os.map(room) {
+            Some(raw) => {
+                let start = align_up(raw.as_ptr() as usize, align)?;
+                let head = start - raw.as_ptr() as usize;
+                let base = raw.as_ptr().wrapping_add(head);
+                // SAFETY: both ranges are the ends of the mapping just
+                // made, outside `[base, base + len)`, which is kept.
+                unsafe {
+                    if head != 0 {
+                        os.unmap(raw, head);
+                    }
+                    if room - head != len {
+                        os.unmap(NonNull::new_unchecked(base.wrapping_add(len)), room - head - len);
+                    }
+                    NonNull::new_unchecked(base)
+                }
+            }
+            // Not even that much address space: unaligned, then (the first
+            // blocks then take runs).
+            None => os.map(len)?,
+        };
         // SAFETY: a fresh mapping of `len` bytes.
         Some(unsafe { self.install(base, len, false) })
     }

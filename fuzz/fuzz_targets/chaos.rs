@@ -474,7 +474,7 @@ unsafe impl Source for Watched {
 fn buffer() -> NonNull<u8> {
     static BUF: OnceLock<usize> = OnceLock::new();
     let addr = *BUF.get_or_init(|| {
-        let layout = Layout::from_size_align(BUF_BYTES, 65536).unwrap();
+        let layout = Layout::from_size_align(BUF_BYTES, 1 << 20).unwrap();
         // SAFETY: non-zero size; never freed.
         let p = unsafe { std::alloc::alloc(layout) };
         assert!(!p.is_null());
