@@ -73,20 +73,26 @@ pub const ARENA_COUNT: usize = 4;
 pub const MAX_MMAP_THRESHOLD_BYTES: usize = if usize::BITS >= 64 { 32 << 20 } else { 4 << 20 };
 
 /// The allocator. See the crate documentation.
+///
+/// In this order (`repr(C)`): what every process writes at its first
+/// allocation (the counters, the tuning, the core) shares the static's
+/// first page; the locked arenas and the heap table follow, of which a
+/// thread writes its own entry's page only.
+#[repr(C)]
 pub struct NolibcAlloc<S: Source = Linux> {
     os: os::Os<S>,
-    core: Mutex<Core>,
-    /// The thread heaps (see [`heap`]); a run's arena index below
-    /// `HEAP_COUNT` names one.
-    heaps: [Heap; HEAP_COUNT],
-    /// The locked arenas; a run's arena index `HEAP_COUNT + i` names `arenas[i]`.
-    arenas: [Mutex<Arena>; ARENA_COUNT],
     tuning: config::Tuning,
     /// The mmap threshold once raised (0 until then): raised when
     /// large blocks are freed (unless the threshold was set explicitly).
     threshold: AtomicUsize,
     /// Bytes of small blocks served by the free-list core (see [`first_blocks`]).
     first_block_bytes: AtomicUsize,
+    core: Mutex<Core>,
+    /// The locked arenas; a run's arena index `HEAP_COUNT + i` names `arenas[i]`.
+    arenas: [Mutex<Arena>; ARENA_COUNT],
+    /// The thread heaps (see [`heap`]); a run's arena index below
+    /// `HEAP_COUNT` names one.
+    heaps: [Heap; HEAP_COUNT],
 }
 
 impl NolibcAlloc<Linux> {

@@ -935,6 +935,7 @@ fn the_first_small_blocks_share_a_page_and_then_runs_take_over() {
             let lo = blocks.iter().map(|(p, _)| *p as usize).min().unwrap();
             let hi = blocks.iter().map(|(p, l)| *p as usize + l.size()).max().unwrap();
             assert!(hi - lo <= 4096, "the eight blocks lie within {} bytes", hi - lo);
+            assert_eq!(a.source().mapped_bytes(), crate::medium::FIRST_BLOCKS_REGION_BYTES);
             let (p, l) = blocks[2];
             assert_eq!(a.usable_size(NonNull::new(p).unwrap(), l), 48);
             assert_eq!(a.usable_size_unsized(NonNull::new(p).unwrap()), 48);
@@ -1003,4 +1004,36 @@ fn a_first_block_freed_with_another_class_is_caught() {
             a.dealloc(p, Layout::from_size_align(48, 8).unwrap());
         }
     });
+}
+
+#[test]
+fn the_first_region_is_aligned_where_the_mapping_is_not() {
+    // The fake's mappings start 64 KiB past a 1 MiB boundary: the first
+    // region is mapped with room and trimmed at both ends.
+    let arena = Arena::new(BUF);
+    // SAFETY: the buffer outlives the allocator, which is dropped inside.
+    let source = unsafe {
+        let mem = NonNull::new_unchecked(arena.mem.as_ptr().add(64 << 10));
+        FakeSource::new(mem, BUF - (64 << 10), 0, 4096)
+    };
+    {
+        let a = NolibcAlloc::with_source(source, mmap_config());
+        let l = Layout::from_size_align(40, 8).unwrap();
+        // SAFETY: allocated and freed once with its layout.
+        unsafe {
+            let p = a.alloc(l);
+            assert!(!p.is_null());
+            assert_eq!(a.validate(), 0, "a first block, not a slot");
+            assert_eq!(
+                p as usize & !((1 << 20) - 1),
+                p as usize & !0xfff,
+                "in the aligned region's first page"
+            );
+            assert_eq!(a.source().mapped_bytes(), crate::medium::FIRST_BLOCKS_REGION_BYTES);
+            a.dealloc(p, l);
+        }
+        a.validate();
+        assert_eq!(a.stats().in_use_bytes, 0);
+    }
+    drop(arena);
 }
