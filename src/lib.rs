@@ -74,12 +74,18 @@ pub const MAX_MMAP_THRESHOLD_BYTES: usize = if usize::BITS >= 64 { 32 << 20 } el
 
 /// The allocator. See the crate documentation.
 ///
-/// In this order (`repr(C)`): what every process writes at its first
-/// allocation (the counters, the tuning, the core) shares the static's
-/// first page; the locked arenas and the heap table follow, of which a
-/// thread writes its own entry's page only.
+/// In this order (`repr(C)`): the heap table first (at offset 0, which
+/// the fast path's address arithmetic folds), then the locked arenas, and
+/// last what every process writes at its first allocation (the counters,
+/// the tuning, the core): at the static's end, next to the class table
+/// that the same allocation fills, so that they share pages.
 #[repr(C)]
 pub struct NolibcAlloc<S: Source = Linux> {
+    /// The thread heaps (see [`heap`]); a run's arena index below
+    /// `HEAP_COUNT` names one.
+    heaps: [Heap; HEAP_COUNT],
+    /// The locked arenas; a run's arena index `HEAP_COUNT + i` names `arenas[i]`.
+    arenas: [Mutex<Arena>; ARENA_COUNT],
     os: os::Os<S>,
     tuning: config::Tuning,
     /// The mmap threshold once raised (0 until then): raised when
@@ -88,11 +94,6 @@ pub struct NolibcAlloc<S: Source = Linux> {
     /// Bytes of small blocks served by the free-list core (see [`first_blocks`]).
     first_block_bytes: AtomicUsize,
     core: Mutex<Core>,
-    /// The locked arenas; a run's arena index `HEAP_COUNT + i` names `arenas[i]`.
-    arenas: [Mutex<Arena>; ARENA_COUNT],
-    /// The thread heaps (see [`heap`]); a run's arena index below
-    /// `HEAP_COUNT` names one.
-    heaps: [Heap; HEAP_COUNT],
 }
 
 impl NolibcAlloc<Linux> {
