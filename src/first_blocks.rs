@@ -1,19 +1,19 @@
-//! An arena's first small blocks, from the free-list core instead of runs.
+//! The process's first small blocks, from the free-list core instead of runs.
 //!
 //! A class's first run costs a page as soon as its first slot is written
 //! (the run header and the first slots share it), so a program that
 //! allocates a handful of blocks of different sizes would touch a page per
 //! class. Until the process has taken [`FIRST_BLOCK_BUDGET`] bytes this
 //! way, a class of at most 1 KiB that has no slot to give gets a medium
-//! block (header and all) of its class's size instead of a new run: those
-//! pack into the region's first page. The block's header is tagged, so that
+//! block (header and all) of its class's size instead of a new run, from
+//! a small region of the core aligned for it (`Core::alloc_first`): those
+//! pack into one page. The block's header is tagged, so that
 //! a free with the class's layout (which looks for a run first) finds it.
 //! Afterwards every arena takes runs as before; nothing is charged back
 //! when these blocks are freed, so the budget is spent once.
 
 use core::ptr::{self, NonNull};
 
-use crate::class::RUN_BYTES_BIG;
 use crate::fault::Call;
 use crate::large::{self, Owner, HEADER_BYTES};
 use crate::os::Source;
@@ -28,9 +28,10 @@ pub(crate) const FIRST_BLOCK_BUDGET: usize = 4096;
 const FIRST_BLOCK_CLASSES: usize = 64;
 
 impl<S: Source> NolibcAlloc<S> {
-    /// A medium block for `class` while the budget lasts (null if not, or
-    /// if the core has no memory: the caller then takes a run). Threads
-    /// racing past the budget overshoot it by a block each, no more.
+    /// A medium block for `class` while the budget lasts and the core's
+    /// region of first blocks has room (null if not: the caller then takes
+    /// a run). Threads racing past the budget overshoot it by a block
+    /// each, no more.
     #[cold]
     pub(crate) fn first_block(&self, class: usize) -> *mut u8 {
         if class >= FIRST_BLOCK_CLASSES || self.first_block_bytes.load(Relaxed) >= FIRST_BLOCK_BUDGET {
@@ -39,36 +40,25 @@ impl<S: Source> NolibcAlloc<S> {
         let size = (class + 1) * 16;
         // The class's slots are aligned to its natural alignment: so is the block.
         let align = crate::class::natural_align(size);
-        let p = self.alloc_block(size, align, false);
-        let Some(user) = NonNull::new(p) else {
-            return p;
-        };
-        // A free with the class's layout reads the run header a run of the
-        // class would have below the block, and C's `free` each run size's:
-        // those addresses must lie in the block's region (mapped). Regions
-        // are page-aligned only (the kernel aligns large mappings further
-        // where transparent huge pages are on); where not, runs it is.
-        // SAFETY: a live medium block, just handed out.
-        let Some((_, owner, len, pad)) = (unsafe { large::read_header(user, Call::Dealloc) }) else {
-            return p;
-        };
-        if (user.as_ptr() as usize & !(RUN_BYTES_BIG - 1)) < owner {
-            self.first_block_bytes.store(FIRST_BLOCK_BUDGET, Relaxed);
-            if let Some(region) = NonNull::new(user.as_ptr().with_addr(owner)) {
-                let block = Block::Medium {
-                    region: region.cast(),
-                    len,
-                    pad,
-                };
-                // SAFETY: the block just handed out, not yet anybody's.
-                unsafe { self.free_block(user, block, Call::Dealloc) };
-            }
+        let pad = large::pad_for(align);
+        let len = size + pad;
+        // `usable_size` with the class's layout reads the class table.
+        crate::class::TABLE.init();
+        let got = self.core.lock().alloc_first(&self.os, len, align.max(16));
+        let Some((block, region)) = got else {
+            // No more chances (or no room): runs from now on.
+            self.spend_first_blocks();
             return ptr::null_mut();
+        };
+        self.first_block_bytes.fetch_add(len, Relaxed);
+        // SAFETY: `pad` bytes at the block start hold the header.
+        unsafe {
+            let user = NonNull::new_unchecked(block.as_ptr().add(pad));
+            large::write_header(user, region.as_ptr() as usize, len, pad, Owner::Medium);
+            large::tag_slot(user);
+            crate::os::count_up(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
+            user.as_ptr()
         }
-        self.first_block_bytes.fetch_add(size + large::pad_for(align), Relaxed);
-        // SAFETY: a live medium block, just handed out.
-        unsafe { large::tag_slot(user) };
-        p
     }
 
     /// Spends the whole budget: from now on every small block is a slot

@@ -17,10 +17,9 @@ use crate::os::{align_up, Os, Source};
 
 /// First mmap region size; each new one doubles, up to [`MAX_REGION_BYTES`].
 pub const FIRST_REGION_BYTES: usize = 4 << 20;
-/// The first mmap region when the process's first request is small (as
-/// the C ABI's first `malloc` in a library constructor is): a few pages
-/// for its first small blocks, so that a program that allocates little
-/// reserves little address space.
+/// The region of the process's first small blocks (see `first_blocks`),
+/// when no region exists and the break does not serve: a few pages, so
+/// that a program that allocates little reserves little address space.
 pub const FIRST_BLOCKS_REGION_BYTES: usize = 16 << 10;
 /// Largest geometric mmap region (a bigger request gets a region its size).
 pub const MAX_REGION_BYTES: usize = 64 << 20;
@@ -139,6 +138,9 @@ pub(crate) struct Core {
     /// Regions, newest first. Invariant: `regions` links exactly `region_count` live regions.
     regions: *mut Region,
     region_count: usize,
+    /// The region of the process's first small blocks (see
+    /// [`Core::alloc_first`]), null if none (not yet, or given back).
+    first_region: *mut Region,
     /// The region the break extends, if any. Invariant: its end is the break
     /// as last set by us.
     brk_region: *mut Region,
@@ -174,6 +176,7 @@ impl Core {
             idle_region_bytes: 0,
             regions: ptr::null_mut(),
             region_count: 0,
+            first_region: ptr::null_mut(),
             brk_region: ptr::null_mut(),
             brk_state: if use_brk { BrkState::On } else { BrkState::Off },
             next_region_bytes: 0,
@@ -501,9 +504,6 @@ impl Core {
 
     fn map_region<S: Source>(&mut self, os: &Os<S>, need: usize) -> Option<NonNull<Region>> {
         let exact = align_up(need.checked_add(HEADER_BYTES)?, os.page())?;
-        if self.region_count == 0 && self.next_region_bytes == 0 && exact <= FIRST_BLOCKS_REGION_BYTES.max(os.page()) {
-            return self.map_first_blocks_region(os);
-        }
         // 0 stands for the first size (a zero field keeps the static in .bss).
         let next = self.next_region_bytes.max(FIRST_REGION_BYTES);
         let mut len = exact.max(next);
@@ -527,40 +527,52 @@ impl Core {
         Some(unsafe { self.install(base, len, false) })
     }
 
-    /// The process's first mmap region when its first request is small:
-    /// [`FIRST_BLOCKS_REGION_BYTES`], aligned to the largest run size so
-    /// that the first small blocks may live there (see `first_blocks`),
-    /// mapped with room to align and trimmed. The next region is the
-    /// geometric first one. Cold: once per process.
+    /// `size` bytes aligned to `align` from the region of the first small
+    /// blocks: [`FIRST_BLOCKS_REGION_BYTES`] aligned to the largest run
+    /// size, so that every run-size-aligned address below a block in it is
+    /// its base (mapped: the probes of a free that looks for a run read
+    /// there). Mapped by the process's first request, with room to align
+    /// and trimmed; `None` once that chance has passed (a region exists,
+    /// or the break serves), if it is full, or if mapping fails.
+    pub(crate) fn alloc_first<S: Source>(
+        &mut self,
+        os: &Os<S>,
+        size: usize,
+        align: usize,
+    ) -> Option<(NonNull<u8>, NonNull<Region>)> {
+        if self.first_region.is_null() {
+            if self.region_count != 0 || (S::HAS_BRK && self.brk_state == BrkState::On) {
+                return None;
+            }
+            self.first_region = self.map_first_blocks_region(os)?.as_ptr();
+        }
+        let region = self.first_region;
+        let p = self.carve(region, Layout::from_size_align(size, align).ok()?)?;
+        // SAFETY: non-null (tested above).
+        Some((p, unsafe { NonNull::new_unchecked(region) }))
+    }
+
     #[cold]
     #[inline(never)]
     fn map_first_blocks_region<S: Source>(&mut self, os: &Os<S>) -> Option<NonNull<Region>> {
         let len = FIRST_BLOCKS_REGION_BYTES.max(os.page());
         let align = crate::class::RUN_BYTES_BIG;
         let room = len + align - os.page();
-        let base = match os.map(room) {
-            Some(raw) => {
-                let start = align_up(raw.as_ptr() as usize, align)?;
-                let head = start - raw.as_ptr() as usize;
-                let base = raw.as_ptr().wrapping_add(head);
-                // SAFETY: both ranges are the ends of the mapping just
-                // made, outside `[base, base + len)`, which is kept.
-                unsafe {
-                    if head != 0 {
-                        os.unmap(raw, head);
-                    }
-                    if room - head != len {
-                        os.unmap(NonNull::new_unchecked(base.wrapping_add(len)), room - head - len);
-                    }
-                    NonNull::new_unchecked(base)
-                }
+        let raw = os.map(room)?;
+        let head = align_up(raw.as_ptr() as usize, align)? - raw.as_ptr() as usize;
+        let base = raw.as_ptr().wrapping_add(head);
+        // SAFETY: both ranges are the ends of the mapping just made,
+        // outside `[base, base + len)`, which is kept.
+        unsafe {
+            if head != 0 {
+                os.unmap(raw, head);
             }
-            // Not even that much address space: unaligned, then (the first
-            // blocks then take runs).
-            None => os.map(len)?,
-        };
-        // SAFETY: a fresh mapping of `len` bytes.
-        Some(unsafe { self.install(base, len, false) })
+            if room - head != len {
+                os.unmap(NonNull::new_unchecked(base.wrapping_add(len)), room - head - len);
+            }
+            // A fresh mapping of `len` bytes.
+            Some(self.install(NonNull::new_unchecked(base), len, false))
+        }
     }
 
     /// Unmaps every span of the mapping cache; returns whether there was one.
@@ -620,6 +632,9 @@ impl Core {
             }
         }
         self.region_count -= 1;
+        if region == self.first_region {
+            self.first_region = ptr::null_mut();
+        }
     }
 
     /// Gives back one region that holds nothing but dirty runs, if there is
