@@ -339,6 +339,27 @@ pub(crate) fn find_own(heaps: &[Heap; HEAP_COUNT], id: usize) -> Option<usize> {
         .find(|&index| heaps[index].owner.load(Acquire) == id)
 }
 
+/// How many entries from a thread's home [`find_near`] looks at: a claim
+/// takes the first free entry from the home, so a thread whose home was
+/// taken (two identities hashed alike) is almost always within these.
+const NEAR: usize = 4;
+
+/// The heap the caller (`id`) owns among the first entries from its home,
+/// if any: for paths that must not claim one (see `send_remote`).
+pub(crate) fn find_near(heaps: &[Heap; HEAP_COUNT], id: usize) -> Option<usize> {
+    let start = home(id);
+    (0..NEAR)
+        .map(|i| (start + i) % HEAP_COUNT)
+        .find(|&index| heaps.get(index).is_some_and(|h| h.is_mine(id)))
+}
+
+/// Claims entry `index` for `id` (tests: to make a thread's home entry
+/// another identity's).
+#[cfg(test)]
+pub(crate) fn claim_at<S: Source>(heaps: &[Heap; HEAP_COUNT], index: usize, id: usize, source: &S) -> Option<usize> {
+    claim(heaps, index, 0, id, source)
+}
+
 /// The caller's identity owns `heap` but it runs outside the window: the
 /// owner itself (re-centre), a thread that took over the identity of an
 /// ended one (take the heap over), or another live thread sharing the

@@ -592,13 +592,16 @@ impl<S: Source> NolibcAlloc<S> {
         let size = unsafe { small::slot_size(run) };
         // The caller's heap; one claimed now for a thread that only frees
         // (a consumer) where threads give their heaps back when they end.
-        let home = heap::home(id);
+        // (Not only at its home: a thread whose home entry another identity
+        // took has its heap a few entries on.)
         let mine = match id {
             0 => None,
             _ if size > outbox::MAX_SLOT_BYTES => None,
-            _ if self.heaps[home].is_mine(id) => Some(home),
-            _ if self.os.source.threads_give_back() => self.claim_for_frees(id),
-            _ => None,
+            _ => match heap::find_near(&self.heaps, id) {
+                Some(index) => Some(index),
+                None if self.os.source.threads_give_back() => self.claim_for_frees(id),
+                None => None,
+            },
         };
         if let Some(heap) = mine.and_then(|i| self.heaps.get(i)) {
             // SAFETY: the caller owns the heap; the slot is the caller's.

@@ -343,6 +343,45 @@ fn frees_into_another_heap_wait_in_the_outbox_until_a_batch_or_thread_exit() {
     });
 }
 
+/// A thread whose home entry another identity holds (two identities
+/// hashed alike) claims the next entry; its frees into other heaps still
+/// go through its outbox in batches.
+#[test]
+fn frees_batch_where_the_home_entry_is_taken() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        let l = Layout::from_size_align(48, 16).unwrap();
+        let batch = crate::outbox::BATCH as usize;
+        let n = 2 * batch + 5;
+        let blocks = alloc_n(a, n, l);
+        let shared = blocks.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let id = a.source().thread_identity();
+                let home = crate::heap::home(id);
+                // Another identity (never a thread's: thread-local addresses
+                // are not this) takes the home entry, if the main thread's
+                // heap is not there already.
+                if a.heaps[home].is_free() {
+                    assert!(crate::heap::claim_at(&a.heaps, home, usize::MAX & !3, a.source()).is_some());
+                }
+                let mine = alloc_n(a, 1, l);
+                assert!(!a.heaps[home].is_mine(id), "the heap is not at the home entry");
+                free_all(a, &shared, l);
+                let waiting = walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                assert_eq!(waiting, 2 * batch, "two batches reached the owner");
+                free_all(a, &mine, l);
+                a.thread_exit();
+                let waiting = walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                assert_eq!(waiting, n, "thread exit hands the rest over");
+            });
+        });
+        a.validate();
+        let again = alloc_n(a, n, l);
+        free_all(a, &again, l);
+        a.validate();
+    });
+}
+
 /// Where threads give their heaps back when they end (the C ABI), a
 /// thread that only frees claims a heap at its first remote free, and its
 /// frees reach the owner in batches through its outbox, emptied at thread
