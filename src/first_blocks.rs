@@ -51,12 +51,11 @@ impl<S: Source> NolibcAlloc<S> {
             return ptr::null_mut();
         };
         self.first_block_bytes.fetch_add(len, Relaxed);
-        // SAFETY: `pad` bytes at the block start hold the header.
+        // SAFETY: the core just carved `len` bytes from `region`; the
+        // header is then live.
         unsafe {
-            let user = NonNull::new_unchecked(block.as_ptr().add(pad));
-            large::write_header(user, region.as_ptr() as usize, len, pad, Owner::Medium);
+            let user = self.hand_out_medium(block, region, len, pad);
             large::tag_slot(user);
-            crate::os::count_up(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
             user.as_ptr()
         }
     }

@@ -749,15 +749,36 @@ impl<S: Source> NolibcAlloc<S> {
         let Some((block, region)) = got else {
             return ptr::null_mut();
         };
+        // SAFETY: the core just carved `len` bytes from `region`.
+        unsafe {
+            let user = self.hand_out_medium(block, region, len, pad);
+            if zero {
+                ptr::write_bytes(user.as_ptr(), 0, size);
+            }
+            user.as_ptr()
+        }
+    }
+
+    /// The pointer handed out for a medium block the core carved: its
+    /// header written, its bytes counted.
+    ///
+    /// # Safety
+    /// `block` is `len` bytes the core just carved from `region`; `pad`
+    /// (see [`large::pad_for`]) is below `len`.
+    #[inline]
+    unsafe fn hand_out_medium(
+        &self,
+        block: NonNull<u8>,
+        region: NonNull<Region>,
+        len: usize,
+        pad: usize,
+    ) -> NonNull<u8> {
         // SAFETY: `pad` bytes at the block start hold the header.
         unsafe {
             let user = NonNull::new_unchecked(block.as_ptr().add(pad));
             large::write_header(user, region.as_ptr() as usize, len, pad, Owner::Medium);
             os::count_up(&self.os.counters.block_bytes, &self.os.counters.peak_block_bytes, len);
-            if zero {
-                ptr::write_bytes(user.as_ptr(), 0, size);
-            }
-            user.as_ptr()
+            user
         }
     }
 

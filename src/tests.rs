@@ -35,9 +35,18 @@ impl Drop for Arena {
 }
 
 fn with_alloc(config: Config, brk_bytes: usize, page: usize, f: impl FnOnce(&NolibcAlloc<FakeSource>)) {
+    with_alloc_at(0, config, brk_bytes, page, f)
+}
+
+/// [`with_alloc`] over the buffer past its first `skip` bytes (the buffer
+/// itself is aligned to 1 MiB).
+fn with_alloc_at(skip: usize, config: Config, brk_bytes: usize, page: usize, f: impl FnOnce(&NolibcAlloc<FakeSource>)) {
     let arena = Arena::new(BUF);
-    // SAFETY: the buffer outlives the allocator, which is dropped inside.
-    let source = unsafe { FakeSource::new(arena.mem, BUF, brk_bytes.min(BUF / 2), page) };
+    // SAFETY: the buffer (past `skip`) outlives the allocator, which is dropped inside.
+    let source = unsafe {
+        let mem = NonNull::new_unchecked(arena.mem.as_ptr().add(skip));
+        FakeSource::new(mem, BUF - skip, brk_bytes.min(BUF / 2), page)
+    };
     {
         let alloc = NolibcAlloc::with_source(source, config);
         f(&alloc);
@@ -1010,14 +1019,7 @@ fn a_first_block_freed_with_another_class_is_caught() {
 fn the_first_region_is_aligned_where_the_mapping_is_not() {
     // The fake's mappings start 64 KiB past a 1 MiB boundary: the first
     // region is mapped with room and trimmed at both ends.
-    let arena = Arena::new(BUF);
-    // SAFETY: the buffer outlives the allocator, which is dropped inside.
-    let source = unsafe {
-        let mem = NonNull::new_unchecked(arena.mem.as_ptr().add(64 << 10));
-        FakeSource::new(mem, BUF - (64 << 10), 0, 4096)
-    };
-    {
-        let a = NolibcAlloc::with_source(source, mmap_config());
+    with_alloc_at(64 << 10, mmap_config(), 0, 4096, |a| {
         let l = Layout::from_size_align(40, 8).unwrap();
         // SAFETY: allocated and freed once with its layout.
         unsafe {
@@ -1034,6 +1036,5 @@ fn the_first_region_is_aligned_where_the_mapping_is_not() {
         }
         a.validate();
         assert_eq!(a.stats().in_use_bytes, 0);
-    }
-    drop(arena);
+    });
 }
