@@ -334,6 +334,20 @@ fn alloc_or_enomem(size: usize, align: usize, zero: bool) -> *mut c_void {
 /// Always safe to call; unsafe only as every C entry point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // The 16-byte classes (size 0 counts as 1) from the thread's heap; every
+    // other case in `malloc_slow`, a tail call.
+    if size <= 1024 {
+        if let Some(p) = ALLOC.alloc_small_fast(size.saturating_sub(1) >> 4) {
+            return p.as_ptr().cast();
+        }
+    }
+    malloc_slow(size)
+}
+
+/// [`malloc`] past its fast path: any size, `ENOMEM` on failure.
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut c_void {
     let p = ALLOC.alloc_aligned16(size);
     if p.is_null() {
         errno::set(ENOMEM);

@@ -48,22 +48,49 @@ pub struct ClassInfo {
     pub slot0: u32,
     /// Slots per run.
     pub slots: u32,
-    /// `ceil(2^31 / (size / 16))`: `(offset / 16) * recip >> 31 == offset / size`
-    /// for every offset inside a run (offsets below 2^20, so `offset / 16`
-    /// is below 2^16, and `size / 16` at most 2^13: the product of the
-    /// quotient and the rounding error stays below 2^31), a multiplication
-    /// instead of a division on the free path.
-    pub recip: u32,
+    /// The inverse of the odd part of `size` modulo 2^32: for an offset
+    /// from slot 0 (as a `u32`), `(offset * inverse).rotate_right(tz)`,
+    /// with `tz` the trailing zeros of `size`, is `offset / size` if `size`
+    /// divides the offset and more than `u32::MAX / size` if it does not
+    /// (the divisibility test of Hacker's Delight, 10-17): one
+    /// multiplication and one rotation tell both the slot and whether the
+    /// offset is on its boundary, and one comparison bounds it, on the free
+    /// path. An offset below slot 0 wraps to near 2^32, past every slot.
+    pub inverse: u32,
 }
 
 impl ClassInfo {
-    /// The slot index and whether `offset` (from slot 0, inside the run) is
-    /// on a slot boundary.
+    /// The slot at `offset` (from slot 0, wrapped to a `u32`), if the
+    /// offset is a multiple of the size.
     #[inline]
-    pub const fn slot_of(&self, offset: usize) -> (usize, bool) {
-        let index = (((offset >> 4) as u64 * self.recip as u64) >> 31) as usize;
-        (index, index * self.size as usize == offset)
+    pub const fn slot_of(&self, offset: u32) -> Option<u32> {
+        let q = rotated_quotient(offset, self.inverse, self.size.trailing_zeros());
+        if q <= u32::MAX / self.size {
+            Some(q)
+        } else {
+            None
+        }
     }
+}
+
+/// See [`ClassInfo::inverse`]: `offset / size` if `size` (whose odd part's
+/// inverse is `inverse` and whose trailing zeros are `shift`) divides
+/// `offset`, else more than `u32::MAX / size`.
+#[inline(always)]
+pub(crate) const fn rotated_quotient(offset: u32, inverse: u32, shift: u32) -> u32 {
+    offset.wrapping_mul(inverse).rotate_right(shift)
+}
+
+/// The inverse of odd `q` modulo 2^32, by Newton's iteration (each step
+/// doubles the correct low bits: 3 to start, since `q * q == 1` mod 8).
+const fn inverse_mod_2_32(q: u32) -> u32 {
+    let mut x = q;
+    let mut i = 0;
+    while i < 4 {
+        x = x.wrapping_mul(2u32.wrapping_sub(q.wrapping_mul(x)));
+        i += 1;
+    }
+    x
 }
 
 /// Classes spaced by 16 bytes (up to 1 KiB).
@@ -118,15 +145,12 @@ const fn compute(index: usize) -> ClassInfo {
     let run = run_bytes_for(size);
     let slot0 = align_up(RUN_HEADER_BYTES, natural_align(size));
     let slots = (run - slot0) / size;
-    // At least 1 (as above: the `u32` is not 0 either).
-    let size_16 = (size / 16) as u32;
-    let size_16 = if size_16 == 0 { 1 } else { size_16 };
     ClassInfo {
         size: size as u32,
         run_bytes: run as u32,
         slot0: slot0 as u32,
         slots: slots as u32,
-        recip: (1u32 << 31).div_ceil(size_16),
+        inverse: inverse_mod_2_32((size >> size.trailing_zeros()) as u32),
     }
 }
 
@@ -140,7 +164,7 @@ const fn compute(index: usize) -> ClassInfo {
 struct Packed {
     size: u32,
     run_bytes: u32,
-    recip: u32,
+    inverse: u32,
     slot0: u16,
     slots: u16,
 }
@@ -149,7 +173,7 @@ const fn pack(c: ClassInfo) -> Packed {
     Packed {
         size: c.size,
         run_bytes: c.run_bytes,
-        recip: c.recip,
+        inverse: c.inverse,
         slot0: c.slot0 as u16,
         slots: c.slots as u16,
     }
@@ -159,7 +183,7 @@ static PACKED: [Packed; CLASS_COUNT] = {
     let mut t = [Packed {
         size: 0,
         run_bytes: 0,
-        recip: 0,
+        inverse: 0,
         slot0: 0,
         slots: 0,
     }; CLASS_COUNT];
@@ -182,7 +206,7 @@ pub fn info(class: usize) -> ClassInfo {
         run_bytes: p.run_bytes,
         slot0: p.slot0 as u32,
         slots: p.slots as u32,
-        recip: p.recip,
+        inverse: p.inverse,
     }
 }
 
@@ -226,7 +250,7 @@ const fn build_table() -> [ClassInfo; CLASS_COUNT] {
         run_bytes: 0,
         slot0: 0,
         slots: 0,
-        recip: 0,
+        inverse: 0,
     }; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
@@ -256,7 +280,7 @@ pub(crate) static TABLE: Table = Table {
             run_bytes: 0,
             slot0: 0,
             slots: 0,
-            recip: 0,
+            inverse: 0,
         }; CLASS_COUNT],
     ),
     state: AtomicU8::new(EMPTY),
@@ -470,16 +494,22 @@ mod tests {
     }
 
     #[test]
-    fn reciprocal_division_is_exact_in_every_run() {
+    fn slot_test_is_exact_in_every_run() {
         for c in (0..CLASS_COUNT).map(info) {
             let step = if cfg!(miri) { 4093 } else { 1 };
-            for off in (0..c.run_bytes as usize).step_by(step) {
-                let size = c.size as usize;
+            let size = c.size;
+            for off in (0..c.run_bytes).step_by(step) {
                 assert_eq!(
                     c.slot_of(off),
-                    (off / size, off % size == 0),
+                    (off % size == 0).then_some(off / size),
                     "size {size} offset {off}"
                 );
+            }
+            // Below slot 0 (a pointer into the header), wrapped: past every
+            // slot, whether or not it is a multiple.
+            for below in (1..=c.slot0 + 4096).step_by(step) {
+                let q = rotated_quotient(0u32.wrapping_sub(below), c.inverse, size.trailing_zeros());
+                assert!(q >= c.slots, "size {size} offset -{below}: {q}");
             }
         }
     }
@@ -544,7 +574,9 @@ mod width32 {
             run_bytes: run,
             slot0,
             slots: (run - slot0) / size,
-            recip: (1u32 << 31).div_ceil(size / 16),
+            // The units modulo 2^32 have order dividing 2^30: q^(2^30 - 1)
+            // is q's inverse (another way than `compute`'s).
+            inverse: (size >> size.trailing_zeros()).wrapping_pow((1 << 30) - 1),
         }
     }
 
@@ -557,16 +589,15 @@ mod width32 {
         }
     }
 
-    /// `slot_of` with the offsets and products a 32-bit target has: the
-    /// offset in a u32, the product in a u64 (as `slot_of` computes it).
     #[test]
-    fn reciprocals_are_exact_in_u32_offsets() {
+    fn inverses_invert_the_odd_parts() {
         for c in (0..CLASS_COUNT as u32).map(compute32) {
-            let step = if cfg!(miri) { 4093 } else { 1 };
-            for off in (0..c.run_bytes).step_by(step) {
-                let index = (((off >> 4) as u64 * c.recip as u64) >> 31) as u32;
-                assert_eq!(index, off / c.size, "size {} offset {off}", c.size);
-            }
+            assert_eq!(
+                (c.size >> c.size.trailing_zeros()).wrapping_mul(c.inverse),
+                1,
+                "size {}",
+                c.size
+            );
         }
     }
 }

@@ -161,8 +161,9 @@ fn in_window(top: usize) -> bool {
 /// The entry a thread's identity probes first.
 #[inline(always)]
 pub(crate) fn home(id: usize) -> usize {
-    // Thread pointers are page-spaced (or more): scramble, take the top bits.
-    (id >> 6).wrapping_mul(crate::fault::GOLDEN) >> (usize::BITS - HEAP_COUNT.trailing_zeros())
+    // Thread pointers are page-spaced (or more): scramble, take the top
+    // bits (which every bit of the product's factors reaches).
+    id.wrapping_mul(crate::fault::GOLDEN) >> (usize::BITS - HEAP_COUNT.trailing_zeros())
 }
 
 /// Called once each time a thread claims a heap (the C ABI registers its

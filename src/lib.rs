@@ -381,15 +381,25 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[inline]
     fn alloc_small(&self, class: usize) -> *mut u8 {
+        match self.alloc_small_fast(class) {
+            Some(p) => p.as_ptr(),
+            None => self.alloc_small_slow(class),
+        }
+    }
+
+    /// The fast path of [`Self::alloc_small`] alone: a slot of the calling
+    /// thread's heap, or `None` where the slow path must decide (the C ABI's
+    /// `malloc` then tail-calls a slow path of its own, so that its fast path
+    /// needs no frame).
+    #[inline(always)]
+    pub(crate) fn alloc_small_fast(&self, class: usize) -> Option<NonNull<u8>> {
         let id = self.os.source.thread_identity_fast();
         let heap = &self.heaps[heap::home(id)];
         if id != 0 && heap.is_mine(id) {
             // SAFETY: the calling thread owns the heap.
-            if let Some(p) = unsafe { heap.arena() }.alloc(class) {
-                return p.as_ptr();
-            }
+            return unsafe { heap.arena() }.alloc(class);
         }
-        self.alloc_small_slow(class)
+        None
     }
 
     /// A slot, the fast path having failed: for a thread with an identity,

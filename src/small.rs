@@ -39,7 +39,7 @@ const FRESH_BATCH_BYTES: usize = 1024;
 const FRESH_BATCH_SLOTS: usize = 16;
 
 /// Header at the start of every run. It repeats what the hot paths need of
-/// its class (size, reciprocal, slots, first slot), so that they read one
+/// its class (size, inverse, slots, first slot), so that they read one
 /// cache line and no table.
 #[repr(C)]
 pub(crate) struct Run {
@@ -55,8 +55,8 @@ pub(crate) struct Run {
     pub(crate) region: *mut u8,
     /// The class's slot size in bytes.
     size: u32,
-    /// The class's [`ClassInfo::recip`].
-    recip: u32,
+    /// The class's [`ClassInfo::inverse`].
+    inverse: u32,
     /// Index of the arena (thread heap or locked arena) owning this run.
     arena: u16,
     /// Slots carved so far; slots at or above it were never handed out.
@@ -75,6 +75,8 @@ pub(crate) struct Run {
     /// ([`Arena::alloc_fresh`] unlinks it), so that the fast path need not
     /// test for the last slot.
     listed: bool,
+    /// Trailing zeros of `size` (see [`ClassInfo::inverse`]).
+    shift: u8,
     /// Written as zeros: the pointer-only lookup of a slot near the header
     /// reads these bytes, which must not be uninitialised padding. Fills the
     /// header to `RUN_HEADER_BYTES` (4 bytes with 8-byte words, 24 with 4),
@@ -83,8 +85,8 @@ pub(crate) struct Run {
 }
 
 /// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: five words, two
-/// `u32`, five `u16`, two bytes.
-const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 20;
+/// `u32`, five `u16`, three bytes.
+const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 21;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
@@ -190,10 +192,13 @@ impl Arena {
             (*run).live = live + 1;
             let in_use = self.in_use_bytes.load(Relaxed) + (*run).size as usize;
             self.in_use_bytes.store(in_use, Relaxed);
+            let slot = NonNull::new_unchecked(s.cast());
             if in_use > self.burst_peak_bytes {
-                self.new_peak(in_use);
+                // A tail call that hands the slot back: the fast path
+                // keeps nothing across a call, so it needs no frame.
+                return Some(self.new_peak(in_use, slot));
             }
-            Some(NonNull::new_unchecked(s.cast()))
+            Some(slot)
         }
     }
 
@@ -244,7 +249,7 @@ impl Arena {
                 free: ptr::null_mut(),
                 region,
                 size: info.size,
-                recip: info.recip,
+                inverse: info.inverse,
                 arena: arena_index as u16,
                 bump: 0,
                 live: 0,
@@ -252,6 +257,7 @@ impl Arena {
                 slot0: info.slot0 as u16,
                 class: class as u8,
                 listed: false,
+                shift: info.size.trailing_zeros() as u8,
                 reserved: [0; RUN_RESERVED_BYTES],
             });
             // A new run counts as cached-empty until its first slot is taken.
@@ -308,20 +314,33 @@ impl Arena {
             }
             let in_use = self.in_use_bytes.load(Relaxed) + size;
             self.in_use_bytes.store(in_use, Relaxed);
+            let slot = NonNull::new_unchecked(slot);
             if in_use > self.burst_peak_bytes {
-                self.new_peak(in_use);
+                return self.new_peak(in_use, slot);
             }
-            NonNull::new_unchecked(slot)
+            slot
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn new_peak(&mut self, in_use: usize) {
+    fn new_peak(&mut self, in_use: usize, slot: NonNull<u8>) -> NonNull<u8> {
         self.burst_peak_bytes = in_use;
         if in_use > self.peak_in_use_bytes.load(Relaxed) {
             self.peak_in_use_bytes.store(in_use, Relaxed);
         }
+        // Hidden from the optimiser, which would otherwise see that `slot`
+        // comes back unchanged and keep the caller's copy across the call
+        // (a saved register: a frame on the fast path) instead of the tail call.
+        #[cfg(not(miri))]
+        let slot = {
+            let mut p = slot.as_ptr();
+            // SAFETY: an empty template; `p` goes in and out unchanged.
+            unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(pure, nomem, nostack, preserves_flags)) };
+            // SAFETY: `p` is `slot`, non-null.
+            unsafe { NonNull::new_unchecked(p) }
+        };
+        slot
     }
 
     /// Returns a slot of `run`; `drained`: the slot comes off a remote list
@@ -498,7 +517,8 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
         let r = &*run;
         check(
             r.size == info.size
-                && r.recip == info.recip
+                && r.inverse == info.inverse
+                && r.shift as u32 == info.size.trailing_zeros()
                 && r.slots as u32 == info.slots
                 && r.slot0 as u32 == info.slot0,
             "run header repeats its class",
@@ -653,12 +673,12 @@ pub(crate) unsafe fn check_slot(run: NonNull<Run>, ptr: NonNull<u8>, call: Call)
 unsafe fn on_carved_slot(run: *mut Run, ptr: NonNull<u8>) -> bool {
     // SAFETY: a checked live run.
     let r = unsafe { &*run };
-    let Some(off) = (ptr.as_ptr() as usize - run as usize).checked_sub(r.slot0 as usize) else {
-        return false;
-    };
-    // `offset / size` by the reciprocal (see `ClassInfo::recip`).
-    let index = (((off >> 4) as u64 * r.recip as u64) >> 31) as usize;
-    index * r.size as usize == off && index < r.bump as usize
+    // The offset from slot 0 in a `u32` (runs are at most 1 MiB; below
+    // slot 0 it wraps past every slot), its slot by the class's inverse
+    // (see `ClassInfo::inverse`): one comparison rejects an offset inside a
+    // slot, in the header and past the carved slots alike.
+    let off = ((ptr.as_ptr() as usize).wrapping_sub(run as usize) as u32).wrapping_sub(r.slot0 as u32);
+    class::rotated_quotient(off, r.inverse, r.shift as u32) < r.bump as u32
 }
 
 /// Slot size of a live run.
@@ -719,7 +739,7 @@ pub(crate) unsafe fn find_run_then<R>(
         crate::class::RUN_BYTES_BIG,
     ] {
         let run_addr = addr & !(run_bytes - 1);
-        let run = ptr.as_ptr().wrapping_sub(addr - run_addr).cast::<Run>();
+        let run = ptr.as_ptr().wrapping_sub(addr & (run_bytes - 1)).cast::<Run>();
         if !readable(run.cast()) {
             return missing();
         }

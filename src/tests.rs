@@ -429,6 +429,41 @@ fn interior_pointer_is_caught() {
     });
 }
 
+/// A slot-aligned pointer past the slots a run has carved (its memory
+/// holds no free marker, so only the bound on carved slots catches it).
+#[test]
+#[should_panic(expected = "nolibc-alloc: dealloc: invalid pointer")]
+fn never_carved_slot_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        a.spend_first_blocks();
+        let l = Layout::from_size_align(32, 8).unwrap();
+        // SAFETY: the bad free is the misuse under test.
+        unsafe {
+            let p = a.alloc(l);
+            let q = a.alloc(l);
+            assert_eq!(q as usize - p as usize, 32, "consecutive slots of a fresh run");
+            // A fresh run carves 16 slots of 32 bytes at first: slot 40 is not one.
+            a.dealloc(p.add(40 * 32), l);
+        }
+    });
+}
+
+/// A 16-byte-aligned pointer into a run's header, below slot 0.
+#[test]
+#[should_panic(expected = "nolibc-alloc: dealloc: invalid pointer")]
+fn pointer_into_a_run_header_is_caught() {
+    with_alloc(mmap_config(), 0, 4096, |a| {
+        a.spend_first_blocks();
+        let l = Layout::from_size_align(32, 8).unwrap();
+        // SAFETY: the bad free is the misuse under test.
+        unsafe {
+            let p = a.alloc(l);
+            let run_start = p.wrapping_sub(p as usize & (crate::class::RUN_BYTES_SMALL - 1));
+            a.dealloc(run_start.add(16), l);
+        }
+    });
+}
+
 #[test]
 #[should_panic(expected = "nolibc-alloc: dealloc: wrong layout")]
 fn wrong_class_is_caught() {
