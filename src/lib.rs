@@ -1127,10 +1127,15 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        match self.small_class(size, align) {
-            Some(class) => self.alloc_small(class),
-            None => self.alloc_block(size, align, false),
+        // The 16-byte classes from the thread's heap (as `small_class`
+        // computes them); every other case in `alloc_rest`, a tail call, so
+        // that this path needs no frame.
+        if size <= 1024 && align <= 16 {
+            if let Some(p) = self.alloc_small_fast(size.max(align).saturating_sub(1) >> 4) {
+                return p.as_ptr();
+            }
         }
+        self.alloc_rest(size, align)
     }
 
     #[inline]
@@ -1166,6 +1171,15 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
 }
 
 impl<S: Source> NolibcAlloc<S> {
+    /// [`GlobalAlloc::alloc`] past its fast path.
+    #[inline(never)]
+    fn alloc_rest(&self, size: usize, align: usize) -> *mut u8 {
+        match self.small_class(size, align) {
+            Some(class) => self.alloc_small(class),
+            None => self.alloc_block(size, align, false),
+        }
+    }
+
     /// [`GlobalAlloc::realloc`], out of line: inlined, its paths (large
     /// resizing, the move) were copied into every caller (`Vec`'s growth).
     ///
