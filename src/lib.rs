@@ -412,6 +412,15 @@ impl<S: Source> NolibcAlloc<S> {
         if id == 0 {
             return self.alloc_locked(class);
         }
+        // A thread whose home entry another identity took (two thread
+        // pointers hashed alike) has its heap a few entries on, where the
+        // fast path does not look: a slot of it, before the whole search.
+        if let Some(heap) = heap::find_near(&self.heaps, id).and_then(|i| self.heaps.get(i)) {
+            // SAFETY: `find_near` found a heap the calling thread owns.
+            if let Some(p) = unsafe { heap.arena() }.alloc(class) {
+                return p.as_ptr();
+            }
+        }
         let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
             return self.alloc_locked(class);
         };

@@ -382,6 +382,43 @@ fn frees_batch_where_the_home_entry_is_taken() {
     });
 }
 
+/// A thread whose home entry another identity holds allocates from its
+/// heap a few entries on without the whole slow path: a free slot of its
+/// own is taken while a slot another thread freed stays on the remote list
+/// (the slow path would have taken that back first, and handed it out).
+#[test]
+fn a_thread_whose_home_entry_is_taken_allocates_without_the_search() {
+    with_threaded(Config::new().use_brk(false), |a| {
+        a.source().give_back.store(false, std::sync::atomic::Ordering::Relaxed);
+        let l = Layout::from_size_align(48, 16).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let id = a.source().thread_identity();
+                let home = crate::heap::home(id);
+                if a.heaps[home].is_free() {
+                    assert!(crate::heap::claim_at(&a.heaps, home, usize::MAX & !3, a.source()).is_some());
+                }
+                let blocks = alloc_n(a, 3, l);
+                assert!(!a.heaps[home].is_mine(id), "the heap is not at the home entry");
+                free_all(a, &blocks[2..], l);
+                let remote = blocks[0..1].to_vec();
+                std::thread::scope(|s| {
+                    s.spawn(|| free_all(a, &remote, l));
+                });
+                let waiting = || walk(a.heaps[0..].iter().map(|h| h.remote_list()));
+                assert_eq!(waiting(), 1, "the other thread's free waits on the remote list");
+                let again = alloc_n(a, 1, l);
+                assert_eq!(again[0].0, blocks[2].0, "the thread's own free slot");
+                assert_eq!(waiting(), 1, "the remote list is left to the slow path");
+                free_all(a, &again, l);
+                free_all(a, &blocks[1..2], l);
+                a.thread_exit();
+            });
+        });
+        a.validate();
+    });
+}
+
 /// Where threads give their heaps back when they end (the C ABI), a
 /// thread that only frees claims a heap at its first remote free, and its
 /// frees reach the owner in batches through its outbox, emptied at thread
