@@ -1164,12 +1164,15 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(ptr) = NonNull::new(ptr) else { return };
-        if let Some(class) = self.small_class(layout.size(), layout.align()) {
-            // SAFETY: the caller vouches for ptr and layout; a slot of `class`.
-            return unsafe { self.free_small(ptr, class, Call::Dealloc) };
+        let (size, align) = (layout.size(), layout.align());
+        // The 16-byte classes inline (their runs are all of one size, which
+        // the compiler then knows); every other case in `dealloc_rest`.
+        if size <= 1024 && align <= 16 {
+            // SAFETY: the caller vouches for ptr and layout; a slot of this class.
+            return unsafe { self.free_small(ptr, size.max(align).saturating_sub(1) >> 4, Call::Dealloc) };
         }
         // SAFETY: as above.
-        unsafe { self.dealloc_block(ptr, layout) }
+        unsafe { self.dealloc_rest(ptr, layout) }
     }
 
     #[inline]
@@ -1180,6 +1183,20 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
 }
 
 impl<S: Source> NolibcAlloc<S> {
+    /// [`GlobalAlloc::dealloc`] past the 16-byte classes.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
+    #[inline(never)]
+    unsafe fn dealloc_rest(&self, ptr: NonNull<u8>, layout: Layout) {
+        if let Some(class) = self.small_class(layout.size(), layout.align()) {
+            // SAFETY: the caller vouches for ptr and layout; a slot of `class`.
+            return unsafe { self.free_small(ptr, class, Call::Dealloc) };
+        }
+        // SAFETY: as above.
+        unsafe { self.dealloc_block(ptr, layout) }
+    }
+
     /// [`GlobalAlloc::alloc`] past its fast path.
     #[inline(never)]
     fn alloc_rest(&self, size: usize, align: usize) -> *mut u8 {
