@@ -57,6 +57,9 @@ pub(crate) struct Run {
     size: u32,
     /// The class's [`ClassInfo::inverse`].
     inverse: u32,
+    /// The low 32 bits of slot 0's address: a pointer's offset from slot 0,
+    /// wrapped to a `u32`, in one subtraction (see [`on_carved_slot`]).
+    base: u32,
     /// Index of the arena (thread heap or locked arena) owning this run.
     arena: u16,
     /// Slots carved so far; slots at or above it were never handed out.
@@ -65,8 +68,6 @@ pub(crate) struct Run {
     live: u16,
     /// The class's slots per run.
     slots: u16,
-    /// The class's offset of slot 0.
-    slot0: u16,
     /// Size class index.
     class: u8,
     /// Whether the run is linked in its class list. Invariant: true if
@@ -79,14 +80,14 @@ pub(crate) struct Run {
     shift: u8,
     /// Written as zeros: the pointer-only lookup of a slot near the header
     /// reads these bytes, which must not be uninitialised padding. Fills the
-    /// header to `RUN_HEADER_BYTES` (4 bytes with 8-byte words, 24 with 4),
+    /// header to `RUN_HEADER_BYTES` (1 byte with 8-byte words, 21 with 4),
     /// so that the class table is the same on every target.
     reserved: [u8; RUN_RESERVED_BYTES],
 }
 
-/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: five words, two
-/// `u32`, five `u16`, three bytes.
-const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 21;
+/// What the fields of [`Run`] leave of `RUN_HEADER_BYTES`: five words,
+/// three `u32`, four `u16`, three bytes.
+const RUN_RESERVED_BYTES: usize = RUN_HEADER_BYTES - 5 * core::mem::size_of::<usize>() - 23;
 
 const _: () = assert!(core::mem::size_of::<Run>() == RUN_HEADER_BYTES);
 
@@ -250,11 +251,11 @@ impl Arena {
                 region,
                 size: info.size,
                 inverse: info.inverse,
+                base: (run as usize).wrapping_add(info.slot0 as usize) as u32,
                 arena: arena_index as u16,
                 bump: 0,
                 live: 0,
                 slots: info.slots as u16,
-                slot0: info.slot0 as u16,
                 class: class as u8,
                 listed: false,
                 shift: info.size.trailing_zeros() as u8,
@@ -287,7 +288,7 @@ impl Arena {
                 s.cast::<u8>()
             } else {
                 let first = (*run).bump as usize;
-                let s = run.cast::<u8>().add((*run).slot0 as usize + first * size);
+                let s = run.cast::<u8>().add(slot0_of(run) + first * size);
                 // A few more slots (a kilobyte's worth, at most 16) go onto
                 // the free list at once, lowest first: the next allocations
                 // then take the fast path instead of coming here for each.
@@ -524,7 +525,7 @@ unsafe fn validate_run(run: *mut Run, info: &ClassInfo) {
                 && r.inverse == info.inverse
                 && r.shift as u32 == info.size.trailing_zeros()
                 && r.slots as u32 == info.slots
-                && r.slot0 as u32 == info.slot0,
+                && slot0_of(run) == info.slot0 as usize,
             "run header repeats its class",
         );
         check(r.bump as u32 <= info.slots, "bump within the run");
@@ -681,8 +682,18 @@ unsafe fn on_carved_slot(run: *mut Run, ptr: NonNull<u8>) -> bool {
     // slot 0 it wraps past every slot), its slot by the class's inverse
     // (see `ClassInfo::inverse`): one comparison rejects an offset inside a
     // slot, in the header and past the carved slots alike.
-    let off = ((ptr.as_ptr() as usize).wrapping_sub(run as usize) as u32).wrapping_sub(r.slot0 as u32);
+    let off = (ptr.as_ptr() as usize as u32).wrapping_sub(r.base);
     class::rotated_quotient(off, r.inverse, r.shift as u32) < r.bump as u32
+}
+
+/// Offset of slot 0 in a live run (from [`Run::base`]).
+///
+/// # Safety
+/// `run` is a live run.
+#[inline]
+unsafe fn slot0_of(run: *mut Run) -> usize {
+    // SAFETY: as the caller guarantees.
+    unsafe { (*run).base.wrapping_sub(run as usize as u32) as usize }
 }
 
 /// Slot size of a live run.
