@@ -307,6 +307,7 @@ pub fn var(name: &[u8]) -> Option<&'static [u8]> {
 }
 
 /// Ends the process (all threads) with `code`.
+#[inline(always)]
 pub fn exit(code: i32) -> ! {
     sys::exit_group(code)
 }
@@ -316,10 +317,13 @@ pub fn exit(code: i32) -> ! {
 pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match sys::write(fd, bytes) {
-            Ok(0) => return,
             // `get`, not indexing: no bounds-check panic (and its formatted
-            // message) in every program.
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            // message) in every program. A write of nothing (or, never, of
+            // more than asked) ends it.
+            Ok(n) => match bytes.get(n..) {
+                Some(rest) if n > 0 => bytes = rest,
+                _ => return,
+            },
             Err(sys::Errno::EINTR) => {}
             Err(_) => return,
         }
@@ -660,15 +664,24 @@ mod freestanding {
         static __stop_nolibc_alloc_fmt: FormatHook;
     }
 
+    /// `p`, opaque to the optimiser, and a use of it that is never removed:
+    /// an empty `asm!` passes it through a register (cheaper than
+    /// `black_box`, which goes through the stack).
+    fn opaque<T>(mut p: *const T) -> *const T {
+        // SAFETY: the assembly is empty (a comment naming the register).
+        unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags)) };
+        p
+    }
+
     /// `FORMAT_HOOK`'s function, if the program kept it.
     fn format_hook() -> Option<fn(&PanicMessage<'_>)> {
         // Opaque to the optimiser: the bounds are the section's, which holds
         // `NO_FORMAT_HOOK` and maybe `FORMAT_HOOK` (nothing else is placed in
         // it), back to back in an order the linker chose: one of them is
         // first, the other (or the same one) last.
-        let first = core::hint::black_box(&raw const __start_nolibc_alloc_fmt);
-        let stop = core::hint::black_box(&raw const __stop_nolibc_alloc_fmt);
-        core::hint::black_box(&NO_FORMAT_HOOK);
+        let first = opaque(&raw const __start_nolibc_alloc_fmt);
+        let stop = opaque(&raw const __stop_nolibc_alloc_fmt);
+        opaque(&raw const NO_FORMAT_HOOK);
         // SAFETY: the section holds one or two `FormatHook`s (`NO_FORMAT_HOOK`
         // is always linked), so its first and its last entry are both inside.
         unsafe { (*first).0.or((*stop.sub(1)).0) }
@@ -712,7 +725,9 @@ mod freestanding {
     /// replaced by a note saying so.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        let me = super::thread::thread_pointer().max(1);
+        // Never 0 (not even before startup set it): blocks are 64-byte
+        // aligned, so `| 1` keeps distinct thread pointers distinct.
+        let me = super::thread::thread_pointer() | 1;
         if let Err(first) = PANICKING.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
             if first == me {
                 err(b"panicked while panicking\n");
@@ -737,7 +752,7 @@ mod freestanding {
         match (message.as_str(), format_hook()) {
             (Some(text), _) => err(text.as_bytes()),
             (None, Some(format)) => format(&message),
-            (None, None) => err(b"(message not formatted: no core::fmt in this program)"),
+            (None, None) => err(b"(message not formatted: no core::fmt)"),
         }
         err(b"\n");
         super::exit(101)
