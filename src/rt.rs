@@ -635,12 +635,14 @@ mod freestanding {
 
     /// The formatting half of the panic handler, kept only in programs that
     /// format anyway: its one reference is from [`super::_print`] (every
-    /// print macro). The handler finds it by walking its section between the
-    /// linker-made `__start_`/`__stop_` symbols, which (with
-    /// `-z start-stop-gc`, in the target specs) do not keep it alive. In a
-    /// program that never prints, neither this nor `core::fmt::write` is
-    /// linked. Without that linker flag it is always kept: every message is
-    /// formatted, as before.
+    /// print macro). The handler finds it between the `__start_`/`__stop_`
+    /// symbols of its section, which do not keep it alive: the target specs'
+    /// link script places the section at the start of `.text` and defines
+    /// them there (no section header of its own); without that script the
+    /// linker makes them, and `-z start-stop-gc` (in the target specs too)
+    /// keeps them from retaining it. In a program that never prints, neither
+    /// this nor `core::fmt::write` is linked. Without either it is always
+    /// kept: every message is formatted, as before.
     #[unsafe(link_section = "nolibc_alloc_fmt")]
     pub(super) static FORMAT_HOOK: FormatHook = FormatHook(Some(format_message));
 
