@@ -307,6 +307,7 @@ pub fn var(name: &[u8]) -> Option<&'static [u8]> {
 }
 
 /// Ends the process (all threads) with `code`.
+#[inline(always)]
 pub fn exit(code: i32) -> ! {
     sys::exit_group(code)
 }
@@ -316,10 +317,13 @@ pub fn exit(code: i32) -> ! {
 pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match sys::write(fd, bytes) {
-            Ok(0) => return,
             // `get`, not indexing: no bounds-check panic (and its formatted
-            // message) in every program.
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            // message) in every program. A write of nothing (or, never, of
+            // more than asked) ends it.
+            Ok(n) => match bytes.get(n..) {
+                Some(rest) if n > 0 => bytes = rest,
+                _ => return,
+            },
             Err(sys::Errno::EINTR) => {}
             Err(_) => return,
         }
@@ -327,9 +331,8 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 }
 
 /// A stack buffer in front of `write(2)`: one system call per `println!` in
-/// the common case. Its own methods need no formatting machinery (the panic
-/// and allocation-error handlers use only those); `fmt::Write` is for the
-/// print macros.
+/// the common case. For the print macros (`fmt::Write`) and the panic
+/// handler's formatted messages.
 pub(crate) struct FdWriter {
     fd: i32,
     /// Bytes of `buf` in use (initialised), at most `BUF`.
@@ -373,22 +376,6 @@ impl FdWriter {
             core::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
         }
         self.len += bytes.len();
-    }
-
-    /// Appends `n` in decimal.
-    pub(crate) fn put_decimal(&mut self, mut n: usize) {
-        let mut digits = [0u8; 20];
-        let mut used = 0;
-        // An iterator, not indexing: no bounds-check panic to link.
-        for digit in digits.iter_mut().rev() {
-            *digit = b'0' + (n % 10) as u8;
-            n /= 10;
-            used += 1;
-            if n == 0 {
-                break;
-            }
-        }
-        self.put(digits.get(digits.len() - used..).unwrap_or_default());
     }
 }
 
@@ -644,16 +631,18 @@ mod freestanding {
     /// How the panic handler formats a message that has arguments, if the
     /// program formats (see [`FORMAT_HOOK`]).
     #[repr(transparent)]
-    pub(super) struct FormatHook(Option<fn(&mut FdWriter, &PanicMessage<'_>)>);
+    pub(super) struct FormatHook(Option<fn(&PanicMessage<'_>)>);
 
     /// The formatting half of the panic handler, kept only in programs that
     /// format anyway: its one reference is from [`super::_print`] (every
-    /// print macro). The handler finds it by walking its section between the
-    /// linker-made `__start_`/`__stop_` symbols, which (with
-    /// `-z start-stop-gc`, in the target specs) do not keep it alive. In a
-    /// program that never prints, neither this nor `core::fmt::write` is
-    /// linked. Without that linker flag it is always kept: every message is
-    /// formatted, as before.
+    /// print macro). The handler finds it between the `__start_`/`__stop_`
+    /// symbols of its section, which do not keep it alive: the target specs'
+    /// link script places the section at the start of `.text` and defines
+    /// them there (no section header of its own); without that script the
+    /// linker makes them, and `-z start-stop-gc` (in the target specs too)
+    /// keeps them from retaining it. In a program that never prints, neither
+    /// this nor `core::fmt::write` is linked. Without either it is always
+    /// kept: every message is formatted, as before.
     #[unsafe(link_section = "nolibc_alloc_fmt")]
     pub(super) static FORMAT_HOOK: FormatHook = FormatHook(Some(format_message));
 
@@ -663,8 +652,12 @@ mod freestanding {
     #[unsafe(link_section = "nolibc_alloc_fmt")]
     static NO_FORMAT_HOOK: FormatHook = FormatHook(None);
 
-    fn format_message(w: &mut FdWriter, message: &PanicMessage<'_>) {
-        let _ = core::fmt::write(w, format_args!("{message}"));
+    /// Formats `message` to stderr (through a buffer: one `write` in the
+    /// common case).
+    fn format_message(message: &PanicMessage<'_>) {
+        let mut w = FdWriter::new(2);
+        let _ = core::fmt::write(&mut w, format_args!("{message}"));
+        w.flush();
     }
 
     #[allow(improper_ctypes)]
@@ -673,24 +666,58 @@ mod freestanding {
         static __stop_nolibc_alloc_fmt: FormatHook;
     }
 
+    /// `p`, opaque to the optimiser, and a use of it that is never removed:
+    /// an empty `asm!` passes it through a register (cheaper than
+    /// `black_box`, which goes through the stack).
+    fn opaque<T>(mut p: *const T) -> *const T {
+        // SAFETY: the assembly is empty (a comment naming the register).
+        unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags)) };
+        p
+    }
+
     /// `FORMAT_HOOK`'s function, if the program kept it.
-    fn format_hook() -> Option<fn(&mut FdWriter, &PanicMessage<'_>)> {
+    fn format_hook() -> Option<fn(&PanicMessage<'_>)> {
         // Opaque to the optimiser: the bounds are the section's, which holds
-        // `NO_FORMAT_HOOK` and maybe `FORMAT_HOOK`, in an order the linker chose.
-        let mut at = core::hint::black_box(&raw const __start_nolibc_alloc_fmt);
-        let stop = core::hint::black_box(&raw const __stop_nolibc_alloc_fmt);
-        core::hint::black_box(&NO_FORMAT_HOOK);
-        while at < stop {
-            // SAFETY: `at` is inside the section, which holds only
-            // `FormatHook` statics (nothing else is placed in it), back to back.
-            unsafe {
-                if let Some(f) = (*at).0 {
-                    return Some(f);
+        // `NO_FORMAT_HOOK` and maybe `FORMAT_HOOK` (nothing else is placed in
+        // it), back to back in an order the linker chose: one of them is
+        // first, the other (or the same one) last.
+        let first = opaque(&raw const __start_nolibc_alloc_fmt);
+        let stop = opaque(&raw const __stop_nolibc_alloc_fmt);
+        opaque(&raw const NO_FORMAT_HOOK);
+        // SAFETY: the section holds one or two `FormatHook`s (`NO_FORMAT_HOOK`
+        // is always linked), so its first and its last entry are both inside.
+        unsafe { (*first).0.or((*stop.sub(1)).0) }
+    }
+
+    /// Writes `bytes` to stderr. The handlers write their pieces one by
+    /// one, as `std`'s unbuffered stderr does: no buffer to copy into and
+    /// flush, which is most of what a program that never formats pays for
+    /// its panic messages.
+    fn err(bytes: &[u8]) {
+        super::write_all(2, bytes)
+    }
+
+    /// Writes `prefix` and then `n` in decimal to stderr, in one `write`.
+    fn err_decimal(prefix: u8, mut n: usize) {
+        let mut text = [core::mem::MaybeUninit::<u8>::uninit(); 21];
+        let end = text.as_mut_ptr_range().end.cast::<u8>();
+        let mut first = end;
+        // SAFETY: at most 20 digits (any `usize`) and the prefix are written,
+        // from the end of `text` down: all inside it, and the slice handed
+        // to `err` is what was written.
+        unsafe {
+            loop {
+                first = first.sub(1);
+                first.write(b'0' + (n % 10) as u8);
+                n /= 10;
+                if n == 0 {
+                    break;
                 }
-                at = at.add(1);
             }
+            first = first.sub(1);
+            first.write(prefix);
+            err(core::slice::from_raw_parts(first, end.offset_from(first) as usize));
         }
-        None
     }
 
     /// Prints `panicked at FILE:LINE:COL:` and the message, then exits with
@@ -700,10 +727,12 @@ mod freestanding {
     /// replaced by a note saying so.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        let me = super::thread::thread_pointer().max(1);
+        // Never 0 (not even before startup set it): blocks are 64-byte
+        // aligned, so `| 1` keeps distinct thread pointers distinct.
+        let me = super::thread::thread_pointer() | 1;
         if let Err(first) = PANICKING.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
             if first == me {
-                super::write_all(2, b"panicked while panicking\n");
+                err(b"panicked while panicking\n");
                 crate::sys::abort();
             }
             // Another thread is reporting its panic and will end the
@@ -712,25 +741,22 @@ mod freestanding {
                 crate::sys::sched_yield();
             }
         }
-        let mut w = FdWriter::new(2);
-        w.put(b"panicked");
         if let Some(at) = info.location() {
-            w.put(b" at ");
-            w.put(at.file().as_bytes());
-            w.put(b":");
-            w.put_decimal(at.line() as usize);
-            w.put(b":");
-            w.put_decimal(at.column() as usize);
+            err(b"panicked at ");
+            err(at.file().as_bytes());
+            err_decimal(b':', at.line() as usize);
+            err_decimal(b':', at.column() as usize);
+        } else {
+            err(b"panicked");
         }
-        w.put(b":\n");
+        err(b":\n");
         let message = info.message();
         match (message.as_str(), format_hook()) {
-            (Some(text), _) => w.put(text.as_bytes()),
-            (None, Some(format)) => format(&mut w, &message),
-            (None, None) => w.put(b"(message not formatted: no core::fmt in this program)"),
+            (Some(text), _) => err(text.as_bytes()),
+            (None, Some(format)) => format(&message),
+            (None, None) => err(b"(message not formatted: no core::fmt)"),
         }
-        w.put(b"\n");
-        w.flush();
+        err(b"\n");
         super::exit(101)
     }
 
@@ -740,11 +766,9 @@ mod freestanding {
     /// would panic with a formatted message).
     #[alloc_error_handler]
     fn alloc_error(layout: core::alloc::Layout) -> ! {
-        let mut w = FdWriter::new(2);
-        w.put(b"memory allocation of ");
-        w.put_decimal(layout.size());
-        w.put(b" bytes failed\n");
-        w.flush();
+        err(b"memory allocation of");
+        err_decimal(b' ', layout.size());
+        err(b" bytes failed\n");
         crate::sys::abort()
     }
 }

@@ -159,7 +159,7 @@ unsafe fn set_thread_pointer(block: &'static Block) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the block has its own address at offset 0, as readers of %fs:0 expect.
     if unsafe { sys::set_fs_base(addr) }.is_err() {
-        let _ = sys::write(2, b"nolibc-alloc: rt: arch_prctl(ARCH_SET_FS) failed\n");
+        let _ = sys::write(2, b"nolibc-alloc: rt: arch_prctl failed\n");
         sys::abort();
     }
     #[cfg(target_arch = "aarch64")]
