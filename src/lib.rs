@@ -379,7 +379,11 @@ impl<S: Source> NolibcAlloc<S> {
         (hint, self.arenas[hint].lock())
     }
 
-    #[inline]
+    /// A slot of `class`: from the calling thread's heap, else by the slow
+    /// path. Out of line: the fast paths of `GlobalAlloc::alloc` and C's
+    /// `malloc` have their own copy of its first half; the callers of this
+    /// one are their slow paths and the zeroing allocations.
+    #[inline(never)]
     fn alloc_small(&self, class: usize) -> *mut u8 {
         match self.alloc_small_fast(class) {
             Some(p) => p.as_ptr(),
@@ -417,7 +421,7 @@ impl<S: Source> NolibcAlloc<S> {
         // fast path does not look: a slot of it, before the whole search.
         if let Some(heap) = heap::find_near(&self.heaps, id).and_then(|i| self.heaps.get(i)) {
             // SAFETY: `find_near` found a heap the calling thread owns.
-            if let Some(p) = unsafe { heap.arena() }.alloc(class) {
+            if let Some(p) = unsafe { heap.arena() }.alloc_cold(class, false) {
                 return p.as_ptr();
             }
         }
@@ -433,7 +437,7 @@ impl<S: Source> NolibcAlloc<S> {
         // SAFETY: `find` returned a heap the calling thread owns.
         let arena = unsafe { heap.arena() };
         self.drain_remote(heap, arena);
-        match arena.alloc(class).or_else(|| arena.alloc_fresh(class)) {
+        match arena.alloc_cold(class, true) {
             Some(p) => p.as_ptr(),
             None => self.alloc_from_new_run(arena, index, class),
         }
@@ -443,7 +447,7 @@ impl<S: Source> NolibcAlloc<S> {
     #[inline(never)]
     fn alloc_locked(&self, class: usize) -> *mut u8 {
         let (index, mut arena) = self.lock_arena();
-        match arena.alloc(class).or_else(|| arena.alloc_fresh(class)) {
+        match arena.alloc_cold(class, true) {
             Some(p) => p.as_ptr(),
             None => self.alloc_from_new_run(&mut arena, HEAP_COUNT + index, class),
         }

@@ -203,6 +203,16 @@ impl Arena {
         }
     }
 
+    /// [`Arena::alloc`] for the slow paths, out of line (one copy for all
+    /// of them), then with `fresh` [`Arena::alloc_fresh`].
+    #[inline(never)]
+    pub(crate) fn alloc_cold(&mut self, class: usize, fresh: bool) -> Option<NonNull<u8>> {
+        match self.alloc(class) {
+            None if fresh => self.alloc_fresh(class),
+            p => p,
+        }
+    }
+
     /// Takes a slot of `class` from its first run, a slot never handed out
     /// if need be (which touches memory the run has not used yet: thread
     /// heaps first take back the slots other threads freed).
