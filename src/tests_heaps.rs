@@ -343,6 +343,18 @@ fn frees_into_another_heap_wait_in_the_outbox_until_a_batch_or_thread_exit() {
     });
 }
 
+/// The calling thread's identity and home entry, which another identity
+/// (never a thread's: thread-local addresses are not this) takes first, if
+/// the main thread's heap is not there already.
+fn take_home_entry(a: &NolibcAlloc<Threaded>) -> (usize, usize) {
+    let id = a.source().thread_identity();
+    let home = crate::heap::home(id);
+    if a.heaps[home].is_free() {
+        assert!(crate::heap::claim_at(&a.heaps, home, usize::MAX & !3, a.source()).is_some());
+    }
+    (id, home)
+}
+
 /// A thread whose home entry another identity holds (two identities
 /// hashed alike) claims the next entry; its frees into other heaps still
 /// go through its outbox in batches.
@@ -356,14 +368,7 @@ fn frees_batch_where_the_home_entry_is_taken() {
         let shared = blocks.clone();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let id = a.source().thread_identity();
-                let home = crate::heap::home(id);
-                // Another identity (never a thread's: thread-local addresses
-                // are not this) takes the home entry, if the main thread's
-                // heap is not there already.
-                if a.heaps[home].is_free() {
-                    assert!(crate::heap::claim_at(&a.heaps, home, usize::MAX & !3, a.source()).is_some());
-                }
+                let (id, home) = take_home_entry(a);
                 let mine = alloc_n(a, 1, l);
                 assert!(!a.heaps[home].is_mine(id), "the heap is not at the home entry");
                 free_all(a, &shared, l);
@@ -393,11 +398,7 @@ fn a_thread_whose_home_entry_is_taken_allocates_without_the_search() {
         let l = Layout::from_size_align(48, 16).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let id = a.source().thread_identity();
-                let home = crate::heap::home(id);
-                if a.heaps[home].is_free() {
-                    assert!(crate::heap::claim_at(&a.heaps, home, usize::MAX & !3, a.source()).is_some());
-                }
+                let (id, home) = take_home_entry(a);
                 let blocks = alloc_n(a, 3, l);
                 assert!(!a.heaps[home].is_mine(id), "the heap is not at the home entry");
                 free_all(a, &blocks[2..], l);
