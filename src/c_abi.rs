@@ -334,10 +334,10 @@ fn alloc_or_enomem(size: usize, align: usize, zero: bool) -> *mut c_void {
 /// Always safe to call; unsafe only as every C entry point.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    // The 16-byte classes (size 0 counts as 1) from the thread's heap; every
-    // other case in `malloc_slow`, a tail call.
-    if size <= 1024 {
-        if let Some(p) = ALLOC.alloc_small_fast(size.saturating_sub(1) >> 4) {
+    // The 16-byte classes from the thread's heap; every other case in
+    // `malloc_slow`, a tail call.
+    if let Some(class) = crate::class::fine_class(size, 1) {
+        if let Some(p) = ALLOC.alloc_small_fast(class) {
             return p.as_ptr().cast();
         }
     }

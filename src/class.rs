@@ -93,6 +93,21 @@ const fn inverse_mod_2_32(q: u32) -> u32 {
     x
 }
 
+/// The 16-byte class serving `size` and `align`, if one does (size and
+/// alignment up to 1 KiB and 16 bytes): the one of `max(size, align)`,
+/// size 0 counting as 1 (what [`class_for`] computes, without its search).
+/// The small tier always serves them: the mmap threshold is at least
+/// 4 KiB (`Tuning::new`).
+#[inline(always)]
+pub(crate) const fn fine_class(size: usize, align: usize) -> Option<usize> {
+    if size <= 1024 && align <= 16 {
+        let bytes = if size > align { size } else { align };
+        Some(bytes.saturating_sub(1) >> 4)
+    } else {
+        None
+    }
+}
+
 /// Classes spaced by 16 bytes (up to 1 KiB).
 const FINE_CLASSES: usize = 64;
 /// Classes at eight per doubling (1 KiB to 8 KiB).

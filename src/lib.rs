@@ -55,6 +55,26 @@ use lock::{Guard, Mutex};
 use medium::{Core, Region, Release, Victim, PURGE_BATCH};
 use small::{Arena, Freed};
 
+/// `p`, opaque to the optimiser, and a use of it that is never removed: an
+/// empty `asm!` passes it through a register (cheaper than `black_box`,
+/// which goes through the stack). Under Miri, which runs no assembly, `p`.
+#[inline(always)]
+pub(crate) fn opaque<T>(p: *const T) -> *const T {
+    #[cfg(not(miri))]
+    {
+        let mut p = p;
+        // SAFETY: the assembly is empty (a comment naming the register): it
+        // reads and writes no memory, which is what the lint is about.
+        #[allow(clippy::pointers_in_nomem_asm_block)]
+        unsafe {
+            core::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags))
+        };
+        p
+    }
+    #[cfg(miri)]
+    p
+}
+
 /// Number of locked arenas of the small tier (each with its own lock), for
 /// threads without a heap of their own.
 pub const ARENA_COUNT: usize = 4;
@@ -810,10 +830,8 @@ impl<S: Source> NolibcAlloc<S> {
     /// of memory or too large.
     #[inline]
     pub fn alloc_aligned16(&self, size: usize) -> *mut u8 {
-        // (The mmap threshold is at least 4 KiB: see `Tuning::new`.)
-        if size <= 1024 {
-            // The 16-byte classes: size 0 counts as 1.
-            return self.alloc_small(size.saturating_sub(1) >> 4);
+        if let Some(class) = class::fine_class(size, 1) {
+            return self.alloc_small(class);
         }
         match Layout::from_size_align(size, 16) {
             // SAFETY: a non-zero size (above 1024).
@@ -825,11 +843,8 @@ impl<S: Source> NolibcAlloc<S> {
     /// The size class serving `size` and `align`, if the small tier does.
     #[inline(always)]
     fn small_class(&self, size: usize, align: usize) -> Option<usize> {
-        if size <= 1024 && align <= 16 {
-            // The 16-byte classes, multiples of 16: the one of max(size,
-            // align), size 0 counting as 1 (what `class_for` computes).
-            // The mmap threshold is at least 4 KiB (`Tuning::new`).
-            return Some(size.max(align).saturating_sub(1) >> 4);
+        if let Some(class) = class::fine_class(size, align) {
+            return Some(class);
         }
         self.larger_class(size, align)
     }
@@ -1143,8 +1158,8 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
         // The 16-byte classes from the thread's heap (as `small_class`
         // computes them); every other case in `alloc_rest`, a tail call, so
         // that this path needs no frame.
-        if size <= 1024 && align <= 16 {
-            if let Some(p) = self.alloc_small_fast(size.max(align).saturating_sub(1) >> 4) {
+        if let Some(class) = class::fine_class(size, align) {
+            if let Some(p) = self.alloc_small_fast(class) {
                 return p.as_ptr();
             }
         }
@@ -1171,9 +1186,9 @@ unsafe impl<S: Source> GlobalAlloc for NolibcAlloc<S> {
         let (size, align) = (layout.size(), layout.align());
         // The 16-byte classes inline (their runs are all of one size, which
         // the compiler then knows); every other case in `dealloc_rest`.
-        if size <= 1024 && align <= 16 {
+        if let Some(class) = class::fine_class(size, align) {
             // SAFETY: the caller vouches for ptr and layout; a slot of this class.
-            return unsafe { self.free_small(ptr, size.max(align).saturating_sub(1) >> 4, Call::Dealloc) };
+            return unsafe { self.free_small(ptr, class, Call::Dealloc) };
         }
         // SAFETY: as above.
         unsafe { self.dealloc_rest(ptr, layout) }

@@ -666,24 +666,15 @@ mod freestanding {
         static __stop_nolibc_alloc_fmt: FormatHook;
     }
 
-    /// `p`, opaque to the optimiser, and a use of it that is never removed:
-    /// an empty `asm!` passes it through a register (cheaper than
-    /// `black_box`, which goes through the stack).
-    fn opaque<T>(mut p: *const T) -> *const T {
-        // SAFETY: the assembly is empty (a comment naming the register).
-        unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags)) };
-        p
-    }
-
     /// `FORMAT_HOOK`'s function, if the program kept it.
     fn format_hook() -> Option<fn(&PanicMessage<'_>)> {
         // Opaque to the optimiser: the bounds are the section's, which holds
         // `NO_FORMAT_HOOK` and maybe `FORMAT_HOOK` (nothing else is placed in
         // it), back to back in an order the linker chose: one of them is
         // first, the other (or the same one) last.
-        let first = opaque(&raw const __start_nolibc_alloc_fmt);
-        let stop = opaque(&raw const __stop_nolibc_alloc_fmt);
-        opaque(&raw const NO_FORMAT_HOOK);
+        let first = crate::opaque(&raw const __start_nolibc_alloc_fmt);
+        let stop = crate::opaque(&raw const __stop_nolibc_alloc_fmt);
+        crate::opaque(&raw const NO_FORMAT_HOOK);
         // SAFETY: the section holds one or two `FormatHook`s (`NO_FORMAT_HOOK`
         // is always linked), so its first and its last entry are both inside.
         unsafe { (*first).0.or((*stop.sub(1)).0) }
