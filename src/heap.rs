@@ -168,6 +168,7 @@ pub(crate) fn home(id: usize) -> usize {
 
 /// Called once each time a thread claims a heap (the C ABI registers its
 /// thread-exit destructor here); null: nothing to call.
+#[cfg_attr(feature = "c-abi", unsafe(link_section = ".data.nolibc_alloc"))]
 static ON_CLAIM: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 
 /// Sets the function called when a thread claims a heap (for example to

@@ -445,6 +445,12 @@ impl<S: Source> NolibcAlloc<S> {
                 return p.as_ptr();
             }
         }
+        // While the first blocks last, the heap is not claimed yet: a program
+        // that allocates a handful of blocks writes no page of the heap table.
+        let first = self.first_block(class);
+        if !first.is_null() {
+            return first;
+        }
         let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
             return self.alloc_locked(class);
         };

@@ -29,6 +29,7 @@ pub(crate) fn align_up(x: usize, a: usize) -> Option<usize> {
 }
 
 /// Page size in bytes, 0 until known.
+#[cfg_attr(feature = "c-abi", unsafe(link_section = ".data.nolibc_alloc"))]
 static PAGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Tells the allocator the page size (from `AT_PAGESZ`). The `rt` runtime calls

@@ -98,6 +98,12 @@ unsafe impl Source for Threaded {
 struct Buffer(NonNull<u8>, Layout);
 
 fn with_threaded(config: Config, f: impl FnOnce(&NolibcAlloc<Threaded>)) {
+    // These tests count slots and runs from the first allocation on.
+    with_threaded_first(config, true, f)
+}
+
+/// [`with_threaded`], the first blocks' budget spent beforehand or not.
+fn with_threaded_first(config: Config, spend: bool, f: impl FnOnce(&NolibcAlloc<Threaded>)) {
     let layout = Layout::from_size_align(BUF, 65536).unwrap();
     // SAFETY: non-zero size.
     let buf = Buffer(NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap(), layout);
@@ -110,8 +116,9 @@ fn with_threaded(config: Config, f: impl FnOnce(&NolibcAlloc<Threaded>)) {
     };
     {
         let a = std::boxed::Box::new(NolibcAlloc::with_source(source, config));
-        // These tests count slots and runs from the first allocation on.
-        a.spend_first_blocks();
+        if spend {
+            a.spend_first_blocks();
+        }
         f(&a);
     }
     // SAFETY: allocated above with this layout.
@@ -144,6 +151,40 @@ fn free_all(a: &NolibcAlloc<Threaded>, blocks: &[P], l: Layout) {
         // SAFETY: live blocks of this layout, freed once.
         unsafe { a.dealloc(p.0, l) };
     }
+}
+
+/// A thread's first small blocks (the C ABI's: no break) come from the
+/// core without claiming a heap, so that a program that allocates a handful
+/// of blocks writes no page of the heap table; its first run claims one.
+#[test]
+fn no_heap_is_claimed_while_the_first_blocks_last() {
+    with_threaded_first(Config::new().use_brk(false), false, |a| {
+        let sizes = [8usize, 24, 40, 72, 136, 264, 520, 1000];
+        let layouts: Vec<Layout> = sizes.iter().map(|&n| Layout::from_size_align(n, 8).unwrap()).collect();
+        let blocks: Vec<P> = layouts.iter().flat_map(|&l| alloc_n(a, 1, l)).collect();
+        assert_eq!(a.validate(), 0, "first blocks, not slots");
+        assert!(
+            a.heaps.iter().all(|h| h.is_free()),
+            "a heap was claimed for first blocks"
+        );
+        // The budget spent, the next block is a slot of the thread's heap.
+        let l = Layout::from_size_align(48, 8).unwrap();
+        let mut more = Vec::new();
+        while a.validate() == 0 {
+            more.extend(alloc_n(a, 1, l));
+            assert!(more.len() <= 64, "runs never took over");
+        }
+        assert_eq!(
+            a.heaps.iter().filter(|h| !h.is_free()).count(),
+            1,
+            "one heap, the thread's"
+        );
+        for (p, &l) in blocks.iter().zip(&layouts) {
+            free_all(a, &[*p], l);
+        }
+        free_all(a, &more, l);
+        assert_eq!(a.stats().in_use_bytes, 0);
+    });
 }
 
 #[test]
