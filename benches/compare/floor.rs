@@ -83,6 +83,13 @@ thread_local! {
     };
 }
 
+/// This thread's heap (a small closure, so that `with` is inlined: with the
+/// whole fast path inside it, it was not).
+#[inline(always)]
+fn heap() -> *mut Heap {
+    HEAP.with(UnsafeCell::get)
+}
+
 /// The stand-in. `init` must run first (before timing).
 pub struct Floor;
 
@@ -179,25 +186,23 @@ unsafe impl GlobalAlloc for Floor {
             // SAFETY: forwarded as is.
             return unsafe { System.alloc(layout) };
         };
-        HEAP.with(|h| {
-            // SAFETY: this thread's own heap; nothing here re-enters it.
-            let h = unsafe { &mut *h.get() };
-            if RING.load(Ordering::Relaxed) {
-                return ring_alloc(h, c, layout.align().max(GRAIN));
-            }
-            let p = h.free[c];
-            if !p.is_null() {
-                // SAFETY: a block on the list holds the next link.
-                h.free[c] = unsafe { (p as *const *mut u8).read() };
-                return p;
-            }
-            let cur = h.cur[c];
-            if cur + c * GRAIN <= h.end[c] {
-                h.cur[c] = cur + c * GRAIN;
-                return cur as *mut u8;
-            }
-            new_piece(h, c)
-        })
+        // SAFETY: this thread's own heap; nothing here re-enters it.
+        let h = unsafe { &mut *heap() };
+        if RING.load(Ordering::Relaxed) {
+            return ring_alloc(h, c, layout.align().max(GRAIN));
+        }
+        let p = h.free[c];
+        if !p.is_null() {
+            // SAFETY: a block on the list holds the next link.
+            h.free[c] = unsafe { (p as *const *mut u8).read() };
+            return p;
+        }
+        let cur = h.cur[c];
+        if cur + c * GRAIN <= h.end[c] {
+            h.cur[c] = cur + c * GRAIN;
+            return cur as *mut u8;
+        }
+        new_piece(h, c)
     }
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -208,12 +213,10 @@ unsafe impl GlobalAlloc for Floor {
         if RING.load(Ordering::Relaxed) {
             return;
         }
-        HEAP.with(|h| {
-            // SAFETY: this thread's own heap.
-            let h = unsafe { &mut *h.get() };
-            // SAFETY: the caller gives the block up; it is 16 c >= 16 bytes.
-            unsafe { (ptr as *mut *mut u8).write(h.free[c]) };
-            h.free[c] = ptr;
-        })
+        // SAFETY: this thread's own heap.
+        let h = unsafe { &mut *heap() };
+        // SAFETY: the caller gives the block up; it is 16 c >= 16 bytes.
+        unsafe { (ptr as *mut *mut u8).write(h.free[c]) };
+        h.free[c] = ptr;
     }
 }
