@@ -256,7 +256,9 @@ pub fn floor_driver(c_dir: &Path, dir: &Path, glibc: &Result<PathBuf, String>) -
             ),
             Err(_) => "not an allocator: the glibc driver with c/floor.c preloaded".into(),
         },
-        exe: glibc.clone().and_then(|e| lib.as_ref().map(|_| e).map_err(|e| e.clone())),
+        exe: glibc
+            .clone()
+            .and_then(|e| lib.as_ref().map(|_| e).map_err(|e| e.clone())),
         preload: lib.ok(),
     }
 }
