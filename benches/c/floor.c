@@ -8,13 +8,14 @@
  * The same algorithm as floor.rs (its module docs say why): one reserved
  * region, one range of SPAN bytes per class (class c: blocks of 16 c bytes,
  * up to 4 KiB), the first PREFAULT bytes of each written at load time (a
- * constructor), before the driver starts its clock; per thread and class a LIFO list of
- * the blocks the thread freed and a bump pointer into a 16 KiB piece; free
- * pushes onto the freeing thread's list. With FLOOR_RING=1 in the
+ * constructor), before the driver starts its clock; per thread and class a
+ * LIFO list of the blocks the thread freed and a bump pointer into a 16 KiB
+ * piece; free pushes onto the freeing thread's list. With FLOOR_RING=1 in the
  * environment (prodcons, prodcons4) each thread allocates from a 1.5 MiB
  * ring and free does nothing (the driver's queue holds 256 blocks).
- * The only difference from floor.rs: free has no size, so the class comes
- * from the address (offset in the region ÷ SPAN). Blocks over 4 KiB (the
+ * The differences from floor.rs: free has no size, so the class comes
+ * from the address (offset in the region ÷ SPAN); malloc and free are
+ * reached through the PLT, as every preloaded allocator is. Blocks over 4 KiB (the
  * C library's own, none of the workloads') get a mapping of their own with
  * the size in the page before them. */
 #define _GNU_SOURCE
