@@ -17,7 +17,9 @@
 //!   --runs N           timed runs per cell (default 5)
 //!   --workloads a,b    only these workloads (small mixed large realloc threads threads4
 //!                      prodcons prodcons4 server server4 loop64 loop64x4 frag burst)
-//!   --allocs a,b       only these allocators (glibc is always added: it is the baseline)
+//!   --allocs a,b       only these allocators (glibc is always added: it is the baseline);
+//!                      `floor` (not in the default run) is the workloads without an
+//!                      allocator's work (`compare/floor.rs`), and adds `floor-C` to the C table
 //!   --timeout S        kill a child after S seconds (default 60)
 //!   --no-strace        skip the syscall-counting run
 //!   --no-c             skip the C driver table
@@ -42,6 +44,8 @@ mod allocs;
 mod cdriver;
 #[path = "compare/exec.rs"]
 mod exec;
+#[path = "compare/floor.rs"]
+mod floor;
 // The pinned nightly and the build directories, shared with the xtask and
 // tests/c_abi.rs (for the nolibc-alloc-C driver).
 #[path = "compare/footprint.rs"]
@@ -192,8 +196,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 let v = value()?;
                 let mut list = vec!["glibc".to_string()];
                 for s in v.split(',') {
-                    if !allocs::NAMES.contains(&s) {
-                        return Err(format!("unknown allocator {s}; known: {}", allocs::NAMES.join(", ")));
+                    if !allocs::NAMES.contains(&s) && !allocs::EXTRA.contains(&s) {
+                        return Err(format!(
+                            "unknown allocator {s}; known: {}, {}",
+                            allocs::NAMES.join(", "),
+                            allocs::EXTRA.join(", ")
+                        ));
                     }
                     if !list.iter().any(|x| x == s) {
                         list.push(s.to_string());
@@ -331,6 +339,9 @@ fn cell_command(table: Table, alloc: &str, w: Workload, o: &Options, ctx: &Ctx) 
         Table::C => {
             let d = ctx.drivers.iter().find(|d| d.name == alloc).ok_or("no such driver")?;
             let mut c = d.command()?;
+            if d.name == "floor-C" && matches!(w, Workload::ProdCons | Workload::ProdCons4) {
+                c.env("FLOOR_RING", "1"); // compare/floor.rs: the producer's ring
+            }
             let p = if o.quick { Params::quick() } else { Params::full() };
             match w.native(&p) {
                 Some(workloads::Native::Server { threads, steps, slots }) => {
@@ -536,6 +547,12 @@ fn main() {
 
     if o.c {
         ctx.drivers = cdriver::build(&manifest.join("benches/c/driver.c"), &work.join("c"));
+        if o.allocs.iter().any(|a| a == "floor") {
+            let glibc = ctx.drivers.iter().find(|d| d.name == "glibc-C").map(|d| d.exe.clone());
+            let glibc = glibc.unwrap_or_else(|| Err("no glibc driver".into()));
+            let d = cdriver::floor_driver(&manifest.join("benches/c"), &work.join("c"), &glibc);
+            ctx.drivers.push(d);
+        }
         for d in &ctx.drivers {
             if let Err(e) = &d.exe {
                 eprintln!("compare: WARNING: {}: {e}; its cells are marked MISSING", d.name);

@@ -25,6 +25,10 @@ pub const NAMES: [&str; 7] = [
     "mimalloc",
 ];
 
+/// Accepted by `--allocs` but not run by default: `floor`, the workloads
+/// without an allocator's work (`floor.rs`).
+pub const EXTRA: [&str; 1] = ["floor"];
+
 /// The size of the reserved (MAP_NORESERVE) region that talc and
 /// linked_list_allocator get as their whole arena.
 pub const ARENA_BYTES: usize = 8 << 30;
@@ -39,6 +43,7 @@ pub fn setup_note(name: &str) -> &'static str {
         "linked_list" => "linked_list_allocator::Heap over one 8 GiB MAP_NORESERVE region, behind a spin lock",
         "rlsf" => "rlsf::GlobalTlsf (grows with mmap, pthread mutex)",
         "mimalloc" => "mimalloc::MiMalloc (bundled C mimalloc, built with cc)",
+        "floor" => "not an allocator: the workload's own work (compare/floor.rs: per-thread LIFO lists over a pre-faulted region, no return of a block to the thread that allocated it; prodcons: a ring per producer, free does nothing)",
         _ => "",
     }
 }
@@ -256,6 +261,10 @@ pub fn run_named(name: &str, w: Workload, p: &Params) -> Option<Outcome> {
         }
         "rlsf" => run(&TLSF, w, p),
         "mimalloc" => run(&mimalloc::MiMalloc, w, p),
+        "floor" => {
+            crate::floor::init(matches!(w, Workload::ProdCons | Workload::ProdCons4));
+            run(&crate::floor::Floor, w, p)
+        }
         // Self-checks of the suite: allocators that must be caught.
         "selftest-overlap" => run(&Overlapping, w, p),
         "selftest-oom" => run(&Refusing, w, p),

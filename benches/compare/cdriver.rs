@@ -231,6 +231,38 @@ pub fn build(src: &Path, dir: &Path) -> Vec<Driver> {
     v
 }
 
+/// `floor-C`: the glibc driver with `c/floor.c` preloaded, the workloads
+/// without an allocator's work (`compare/floor.rs`); only with `--allocs floor`.
+/// `glibc` is the glibc driver's build; `c_dir` holds `floor.c`.
+pub fn floor_driver(c_dir: &Path, dir: &Path, glibc: &Result<PathBuf, String>) -> Driver {
+    let lib = dir.join("libfloor.so");
+    let built = Command::new("gcc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(c_dir.join("floor.c"))
+        .status();
+    let lib = match built {
+        Ok(s) if s.success() => Ok(lib),
+        Ok(s) => Err(format!("gcc failed on floor.c ({s})")),
+        Err(e) => Err(format!("gcc not runnable: {e}")),
+    };
+    Driver {
+        name: "floor-C",
+        note: match &lib {
+            Ok(l) => format!(
+                "not an allocator: the glibc driver with `LD_PRELOAD={}` (c/floor.c, compare/floor.rs's algorithm; \
+                 `FLOOR_RING=1` for prodcons*)",
+                l.display()
+            ),
+            Err(_) => "not an allocator: the glibc driver with c/floor.c preloaded".into(),
+        },
+        exe: glibc
+            .clone()
+            .and_then(|e| lib.as_ref().map(|_| e).map_err(|e| e.clone())),
+        preload: lib.ok(),
+    }
+}
+
 /// Builds `libnolibc_alloc_c.so` for the host (glibc) with the current
 /// toolchain, into the directory tests/c_abi.rs builds it in; returns its path.
 pub fn build_capi_gnu() -> Result<PathBuf, String> {

@@ -252,6 +252,12 @@ pub fn markdown(
     if drivers.len() > 1 {
         s += &c_abi_table(cells, drivers, workloads);
     }
+    if cells.iter().any(|c| c.alloc == "floor" || c.alloc == "floor-C") {
+        let rust: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n != "glibc").collect();
+        let c_names: Vec<&str> = drivers.iter().map(|d| d.name).filter(|n| *n != "glibc-C").collect();
+        s += &floor_table(cells, Table::Rust, "floor", &rust, workloads);
+        s += &floor_table(cells, Table::C, "floor-C", &c_names, workloads);
+    }
 
     let _ = writeln!(s, "### Allocators\n");
     for n in names {
@@ -423,6 +429,64 @@ fn c_abi_table(cells: &[Cell], drivers: &[Driver], workloads: &[Workload]) -> St
               time, for glibc, musl and nolibc-alloc the cell would be CORRUPT).\n\n";
     }
     s
+}
+
+/// The median of per-run ratios to the baseline of cell (table, w, name), if it ran.
+fn ratio_of(cells: &[Cell], table: Table, w: Workload, name: &str) -> Option<f64> {
+    let c = cells
+        .iter()
+        .find(|c| c.table == table && c.workload == w && c.alloc == name)?;
+    if c.status != RunStatus::Ok {
+        return None;
+    }
+    summarize(cells, c).ratio
+}
+
+/// The floor table (`--allocs floor`): per workload the floor's time ÷ the
+/// baseline's, each allocator's, and each allocator's share (time − floor)
+/// ÷ the baseline's share, all from the medians of per-run ratios:
+/// `(r − f) ÷ (1 − f)`.
+fn floor_table(cells: &[Cell], table: Table, floor: &str, names: &[&str], workloads: &[Workload]) -> String {
+    let names: Vec<&str> = names.iter().copied().filter(|n| *n != floor).collect();
+    if !cells.iter().any(|c| c.table == table && c.alloc == floor) {
+        return String::new();
+    }
+    let base = baseline_name(table);
+    let mut s = format!(
+        "### Floors ({}): the workloads without an allocator's work\n\n\
+         `{floor}` ÷ {base}: the floor's time ÷ {base}'s (median of per-run ratios); then each allocator's time \
+         ÷ {base}'s; then its allocator share, (time − floor) ÷ ({base}'s time − floor), from those medians: \
+         `(r − f) ÷ (1 − f)`.\n\n",
+        if table == Table::C { "C driver" } else { "Rust" }
+    );
+    let mut head = format!("| workload | {floor} ÷ {base} |");
+    let mut rule = String::from("|---|--:|");
+    for n in &names {
+        let _ = write!(head, " {n} |");
+        rule += "--:|";
+    }
+    for n in &names {
+        let _ = write!(head, " {n} share |");
+        rule += "--:|";
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    for &w in workloads {
+        let f = ratio_of(cells, table, w, floor);
+        let mut row = format!("| {} | {} |", w.name(), f.map_or("-".into(), |f| format!("{f:.2}")));
+        let rs: Vec<Option<f64>> = names.iter().map(|n| ratio_of(cells, table, w, n)).collect();
+        for r in &rs {
+            let _ = write!(row, " {} |", r.map_or("-".into(), |r| format!("{r:.2}")));
+        }
+        for r in &rs {
+            let share = match (r, f) {
+                (Some(r), Some(f)) if f < 1.0 => format!("{:.2}", (r - f) / (1.0 - f)),
+                _ => "-".into(),
+            };
+            let _ = write!(row, " {share} |");
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    s + "\n"
 }
 
 fn json_str(s: &str) -> String {
