@@ -40,6 +40,8 @@ use crate::{Linux, NolibcAlloc, Source, ARENA_COUNT};
 pub const MAX_REGISTERED: usize = 4;
 
 /// The registered allocators (null: a free slot).
+// In `.data` for the C ABI, whose data page is written at start anyway
+// (README, "Memory at start"); plain data, so any section serves.
 #[cfg_attr(feature = "c-abi", unsafe(link_section = ".data.nolibc_alloc"))]
 static REGISTERED: [AtomicPtr<NolibcAlloc<Linux>>; MAX_REGISTERED] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_REGISTERED];

@@ -168,6 +168,8 @@ pub(crate) fn home(id: usize) -> usize {
 
 /// Called once each time a thread claims a heap (the C ABI registers its
 /// thread-exit destructor here); null: nothing to call.
+// In `.data` for the C ABI, whose data page is written at start anyway
+// (README, "Memory at start"); plain data, so any section serves.
 #[cfg_attr(feature = "c-abi", unsafe(link_section = ".data.nolibc_alloc"))]
 static ON_CLAIM: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 

@@ -432,6 +432,13 @@ impl<S: Source> NolibcAlloc<S> {
     #[cold]
     #[inline(never)]
     fn alloc_small_slow(&self, class: usize) -> *mut u8 {
+        // The process's first small blocks share a page, and while they last
+        // no heap is claimed: a program that allocates a handful of blocks
+        // writes no page of the heap table.
+        let first = self.first_block(class);
+        if !first.is_null() {
+            return first;
+        }
         let id = self.os.source.thread_identity();
         if id == 0 {
             return self.alloc_locked(class);
@@ -444,12 +451,6 @@ impl<S: Source> NolibcAlloc<S> {
             if let Some(p) = unsafe { heap.arena() }.alloc_cold(class, false) {
                 return p.as_ptr();
             }
-        }
-        // While the first blocks last, the heap is not claimed yet: a program
-        // that allocates a handful of blocks writes no page of the heap table.
-        let first = self.first_block(class);
-        if !first.is_null() {
-            return first;
         }
         let Some(index) = heap::find(&self.heaps, id, &self.os.source) else {
             return self.alloc_locked(class);
@@ -481,11 +482,6 @@ impl<S: Source> NolibcAlloc<S> {
 
     #[cold]
     fn alloc_from_new_run(&self, arena: &mut Arena, index: usize, class: usize) -> *mut u8 {
-        // An arena's first blocks of the small classes share a page.
-        let first = self.first_block(class);
-        if !first.is_null() {
-            return first;
-        }
         // Before the first run: its class must be in the table (see `class::TABLE`).
         CLASSES.init();
         // `get`: no bounds-check panic (every caller's class is in range).

@@ -29,6 +29,8 @@ pub(crate) fn align_up(x: usize, a: usize) -> Option<usize> {
 }
 
 /// Page size in bytes, 0 until known.
+// In `.data` for the C ABI, whose data page is written at start anyway
+// (README, "Memory at start"); plain data, so any section serves.
 #[cfg_attr(feature = "c-abi", unsafe(link_section = ".data.nolibc_alloc"))]
 static PAGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
